@@ -1,0 +1,43 @@
+"""`--set key=value` overrides for config dataclasses, typed by the field's default."""
+import dataclasses
+import json
+
+
+def _parse(field, text):
+    kind = type(field.default) if field.default is not dataclasses.MISSING else str
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{field.name}: expected true/false, got {text!r}")
+    if kind is tuple:
+        return tuple(json.loads(text if text.startswith("[") else f"[{text}]"))
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{field.name}: expected {kind.__name__}, got {text!r}") from None
+
+
+def override(config, assignments):
+    """A copy of `config` with each 'key=value' in `assignments` applied."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for item in assignments or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        if key not in fields:
+            raise ValueError(f"--set {key}: unknown key; known keys: {', '.join(sorted(fields))}")
+        changes[key] = _parse(fields[key], value)
+    new = dataclasses.replace(config, **changes)
+    validate = getattr(new, "validate", None)
+    if validate:
+        validate()
+    return new
+
+
+def from_dict(cls, values):
+    """Rebuild a config dataclass from its saved dict (lists back to tuples)."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})

@@ -1,0 +1,74 @@
+"""Classification metrics and their pictures, from labels and predicted probabilities."""
+import numpy as np
+
+
+def classification_metrics(labels, probabilities, classes):
+    """accuracy, per-class precision/recall/F1, macro-F1, top-k (k=2,3 when classes > 2), confusion."""
+    labels = np.asarray(labels)
+    probs = np.asarray(probabilities)
+    n = len(classes)
+    pred = probs.argmax(1)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(0), confusion.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros(n), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n),
+                   where=(precision + recall) > 0)
+    result = {
+        "num_clips": int(len(labels)),
+        "accuracy": float((pred == labels).mean()),
+        "macro_f1": float(f1.mean()),
+        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
+                          "f1": float(f1[i]), "support": int(actual[i])} for i, c in enumerate(classes)},
+        "confusion_matrix": {"labels": list(classes), "rows_true_cols_pred": confusion.tolist()},
+    }
+    if n > 2:
+        ranked = np.argsort(-probs, 1)
+        for k in (2, 3)[: n - 2]:
+            result[f"top{k}_accuracy"] = float((ranked[:, :k] == labels[:, None]).any(1).mean())
+    return result
+
+
+def plot_confusion(metrics, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion_matrix"]["rows_true_cols_pred"])
+    classes = metrics["confusion_matrix"]["labels"]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(classes),) * 2)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
+    ax.set_title(f"accuracy {metrics['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_history(history_csv, path):
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv) as f:
+        rows = list(csv.DictReader(f))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", loss_ax), ("accuracy", acc_ax)):
+        for prefix in ("", "val_"):
+            if rows and prefix + key in rows[0]:
+                ax.plot(epochs, [float(r[prefix + key]) for r in rows], label=prefix + key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,28 @@
+import os
+
+import pytest
+
+from sora_tf.data import synthetic
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+def shared(*parts):
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is absent (../shared/data is not part of a fresh clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    return synthetic.generate(str(tmp_path_factory.mktemp("data") / "tiny"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    from sora_tf.train.run import train
+
+    return train("sora_cls", tiny_data, str(tmp_path_factory.mktemp("runs") / "tiny"),
+                 epochs=2, preset="tiny", verbose=0)

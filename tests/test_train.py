@@ -1,0 +1,92 @@
+"""The run end to end on the tiny preset: artifacts, metrics, resume, eval determinism, CLI."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sora_tf.cli import main
+from sora_tf.train.evaluate import evaluate, predict
+from sora_tf.train.run import train
+
+
+def _history_epochs(run):
+    with open(os.path.join(run, "history.csv")) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_run_artifacts(tiny_run):
+    for name in ("config.json", "classes.json", "split.json", "best.keras", "last.keras",
+                 "state.json", "history.csv", "data_report.json"):
+        assert os.path.isfile(os.path.join(tiny_run, name)), name
+    assert os.listdir(os.path.join(tiny_run, "tb"))
+    config = json.load(open(os.path.join(tiny_run, "config.json")))
+    assert config["num_classes"] == 7 and config["pixel_mean"] == [0.5, 0.5, 0.5]
+    assert config["aug_flip"] is False, "the generated data says flips change labels"
+    assert not [f for f in os.listdir(tiny_run) if f.startswith(".tmp-")]
+
+
+def test_evaluate_writes_metrics_and_is_deterministic(tiny_run):
+    first = evaluate(tiny_run)
+    second = evaluate(tiny_run)
+    assert first == second
+    metrics = json.load(open(os.path.join(tiny_run, "metrics.json")))
+    assert set(metrics) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix", "top2_accuracy",
+                            "top3_accuracy"}
+    assert metrics["num_clips"] == 7
+    assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_pred"])) == 7
+    for png in ("confusion_matrix.png", "training_curves.png"):
+        assert os.path.getsize(os.path.join(tiny_run, png)) > 1000
+
+
+def test_resume_continues_from_last_epoch(tiny_run, tmp_path):
+    run = str(tmp_path / "resumed")
+    shutil.copytree(tiny_run, run)
+    assert _history_epochs(run) == [0, 1]
+    train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
+    assert _history_epochs(run) == [0, 1, 2]
+    assert json.load(open(os.path.join(run, "state.json")))["epoch"] == 2
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.keras"):
+        train("sora_cls", out=str(tmp_path / "none"), resume=True)
+
+
+def test_predict_and_cli(tiny_run, tiny_data, tmp_path, capsys):
+    video = os.path.join(tiny_data, "left", sorted(os.listdir(os.path.join(tiny_data, "left")))[0])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"nope")
+    results = dict(predict(tiny_run, [video, str(bad)], top_k=3))
+    assert len(results[video]) == 3 and abs(sum(p for _, p in results[video]) - 1) < 1
+    assert "bad.mp4" in results[str(bad)]
+    assert main(["predict", "--model", tiny_run, video, str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert video in out and "bad.mp4: error" in err
+
+
+def test_corrupt_files_skipped_and_counted_in_run(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    os.remove(data / "manifest.csv")
+    (data / "left" / "corrupt.mp4").write_bytes(os.urandom(3000))
+    (data / "up" / "empty.avi").write_bytes(b"")
+    run = train("sora_cls", str(data), str(tmp_path / "run"), epochs=1, preset="tiny", verbose=0)
+    report = json.load(open(os.path.join(run, "data_report.json")))
+    assert report["skipped"] == 2
+    assert {os.path.basename(s["path"]) for s in report["skipped_files"]} == {"corrupt.mp4", "empty.avi"}
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "strict"), "--preset", "tiny",
+                 "--epochs", "1", "--strict"]) == 2
+
+
+def test_cli_errors_and_help(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(["train", "--model", "nope", "--preset", "tiny"]) == 2
+    for command in ("train", "evaluate", "predict", "make-data"):
+        done = subprocess.run([sys.executable, "-m", "sora_tf", command, "--help"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and "usage" in done.stdout
