@@ -51,7 +51,7 @@ def test_one_frame_model_near_chance_on_directions_while_sora_cls_learns(tmp_pat
     from sora_tf.train.run import train
 
     synthetic.VARIANTS["directions"] = dataclasses.replace(synthetic.VARIANTS["default"],
-                                                           clips_per_class=30, size=64, frames=16)
+                                                           clips_per_class=60, size=96, frames=24)
     try:
         data = synthetic.generate(str(tmp_path / "d"), "directions", seed=1)
     finally:
@@ -59,11 +59,10 @@ def test_one_frame_model_near_chance_on_directions_while_sora_cls_learns(tmp_pat
     manifest = os.path.join(data, "directions.csv")
     with open(os.path.join(data, "manifest.csv")) as f, open(manifest, "w") as g:
         g.writelines(line for line in f if line.split(",")[-1].strip() in ("label", "left", "right", "up", "down"))
-    sets = ["image_size=32", "cnn_widths=16,32,32", "frame_features=64", "rnn_units=64",
-            "embedding_dim=64", "batch_size=16", "learning_rate=0.003", "val_fraction=0.25", "patience=20"]
+    sets = ["batch_size=8", "val_fraction=0.25", "patience=40"]
     accuracy = {}
-    for frames in (1, 8):
-        run = train("sora_cls", manifest, str(tmp_path / f"t{frames}"), epochs=12,
+    for frames in (1, 8):  # the default model otherwise: direction needs ~300 steps to appear
+        run = train("sora_cls", manifest, str(tmp_path / f"t{frames}"), epochs=40,
                     sets=sets + [f"num_frames={frames}"], verbose=0)
         accuracy[frames] = evaluate(run)["accuracy"]
     assert accuracy[1] < 0.45, accuracy   # chance is 0.25 over four directions

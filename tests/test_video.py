@@ -10,7 +10,7 @@ from tests.conftest import shared
 
 
 def _video(path, n=10, h=24, w=32, value=None):
-    frames = np.stack([np.full((h, w, 3), i * 20 if value is None else value, np.uint8) for i in range(n)])
+    frames = np.stack([np.full((h, w, 3), (i * 20) % 256 if value is None else value, np.uint8) for i in range(n)])
     return write_video(str(path), frames, fps=10)
 
 
@@ -45,7 +45,7 @@ def _broken(tmp_path):
     cases["directory"] = tmp_path / "x.mp4"
     cases["directory"].mkdir()
     cases["missing"] = tmp_path / "missing.mp4"
-    good = open(_video(tmp_path / "good.mp4", n=30, h=64, w=64), "rb").read()
+    good = open(_video(tmp_path / "good.mp4", n=12, h=64, w=64), "rb").read()
     cases["truncated"] = tmp_path / "truncated.mp4"
     cases["truncated"].write_bytes(good[: len(good) // 3])
     return cases

@@ -18,26 +18,28 @@ log = logging.getLogger("sora_tf.data")
 def sample_indices(num_frames, clip_len, training, seed=None, max_stride=1):
     """T frame indices into a video of `num_frames` decoded frames, and whether it was padded.
 
-    Eval: uniform over the whole video. Training: a random stride in [1, max_stride] (capped so
-    the clip fits) and a random start, drawn statelessly from `seed` ([2] int) so that a run is
-    repeatable. A video shorter than T is padded by repeating frames evenly.
+    Eval: uniform over the whole video. Training: a random stride, fractional, between 1 and
+    min(max_stride, the stride that spans the whole video), and a random start; so training
+    sees the eval view's temporal scale as well as faster ones. Drawn statelessly from `seed`
+    ([2] int) so a run repeats. A video shorter than T is padded by repeating frames evenly.
     """
     n = tf.cast(num_frames, tf.int64)
     t = tf.range(clip_len, dtype=tf.int64)
     padded = n < clip_len
+    last = tf.cast(n - 1, tf.float32)
     if clip_len == 1:
         uniform = (n - 1) // 2 + tf.zeros([1], tf.int64)
     else:
-        uniform = tf.cast(tf.round(tf.linspace(0.0, tf.cast(n - 1, tf.float32), clip_len)), tf.int64)
+        uniform = tf.cast(tf.round(tf.linspace(0.0, last, clip_len)), tf.int64)
     if not training:
         return uniform, padded
-    fit = tf.maximum((n - 1) // max(clip_len - 1, 1), 1)
-    stride_hi = tf.minimum(tf.cast(max_stride, tf.int64), fit)
+    full = last / max(clip_len - 1, 1)
+    stride_hi = tf.maximum(tf.minimum(float(max_stride), full), 1.0)
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    stride = tf.random.stateless_uniform([], seeds[0], 1, stride_hi + 1, dtype=tf.int64)
-    span = (clip_len - 1) * stride + 1
-    start = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(n - span, 0) + 1, dtype=tf.int64)
-    sampled = start + t * stride
+    stride = tf.random.stateless_uniform([], seeds[0], 1.0, stride_hi + 1e-6)
+    span = (clip_len - 1) * stride
+    start = tf.random.stateless_uniform([], seeds[1], 0.0, 1.0) * tf.maximum(last - span, 0.0)
+    sampled = tf.minimum(tf.cast(tf.round(start + tf.cast(t, tf.float32) * stride), tf.int64), n - 1)
     return tf.where(padded, tf.minimum(t * n // clip_len, n - 1), sampled), padded
 
 
