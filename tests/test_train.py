@@ -90,3 +90,12 @@ def test_cli_errors_and_help(tmp_path, capsys):
         done = subprocess.run([sys.executable, "-m", "sora_tf", command, "--help"],
                               capture_output=True, text=True)
         assert done.returncode == 0 and "usage" in done.stdout
+
+
+def test_evaluate_on_other_data(tiny_run, tiny_data, tmp_path):
+    assert evaluate(tiny_run, data=tiny_data)["num_clips"] == 42
+    other = tmp_path / "other"
+    shutil.copytree(os.path.join(tiny_data, "left"), other / "left")
+    shutil.copytree(os.path.join(tiny_data, "up"), other / "up")
+    with pytest.raises(ValueError, match="differ from the run's"):
+        evaluate(tiny_run, data=str(other))

@@ -27,9 +27,10 @@ def predict_dataset(model, ds):
 def evaluate(run_dir, data=None, strict=False):
     """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
     model, config, classes, info = load_run(run_dir)
-    listing = list_clips(data or info["data"], strict=strict)
+    source = data or info["data"]
+    listing = list_clips(source, strict=strict)
     if listing.classes != classes:
-        raise ValueError(f"{data}: classes {listing.classes} differ from the run's {classes}")
+        raise ValueError(f"{source}: classes {listing.classes} differ from the run's {classes}")
     if data is None:
         wanted = set(load_json(os.path.join(run_dir, "split.json"))["val_paths"])
         listing = listing.subset([i for i, p in enumerate(listing.paths) if p in wanted])

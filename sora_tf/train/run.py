@@ -91,9 +91,9 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
         data = saved["data"]
         config = override(config, sets)
     else:
-        base = module.Config.tiny() if preset == "tiny" else module.Config()
         if preset not in (None, "tiny", "default"):
             raise ValueError(f"unknown preset {preset!r}: use 'tiny' or 'default'")
+        base = module.Config.tiny() if preset == "tiny" else module.Config()
         data = resolve_data(data, preset)
         config = override(base, sets)
     if epochs is not None:
