@@ -1,3 +1,4 @@
+import csv
 import os
 
 import pytest
@@ -13,6 +14,12 @@ def shared(*parts):
     if not os.path.exists(path):
         pytest.skip(f"{path} is absent (../shared/data is not part of a fresh clone)")
     return path
+
+
+def history_epochs(run):
+    """Epoch numbers recorded in a run's history.csv."""
+    with open(os.path.join(run, "history.csv")) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="session")

@@ -33,8 +33,8 @@ def test_train_indices_random_start_and_stride(where):
         idx, padded = fn(np.int64(20), seed) if where == "eager" else _in_tf_data(fn, np.int64(20), seed)
         idx = idx.numpy()
         steps = np.diff(idx)
-        assert steps.min() >= 1 and steps.max() <= 3 and set(steps.tolist()) <= {steps.min(), steps.max()}
-        assert steps.max() - steps.min() <= 1
+        assert steps.min() >= 1 and steps.max() <= 3
+        assert steps.max() - steps.min() <= 1  # one fractional stride, rounded
         assert idx[0] >= 0 and idx[-1] <= 19 and not padded.numpy()
         seen_strides.add(round(float(idx[-1] - idx[0]) / 4, 1))
         seen_starts.add(int(idx[0]))

@@ -1,5 +1,4 @@
 """The run end to end on the tiny preset: artifacts, metrics, resume, eval determinism, CLI."""
-import csv
 import json
 import os
 import shutil
@@ -11,11 +10,7 @@ import pytest
 from sora_tf.cli import main
 from sora_tf.train.evaluate import evaluate, predict
 from sora_tf.train.run import train
-
-
-def _history_epochs(run):
-    with open(os.path.join(run, "history.csv")) as f:
-        return [int(r["epoch"]) for r in csv.DictReader(f)]
+from tests.conftest import history_epochs
 
 
 def test_run_artifacts(tiny_run):
@@ -45,9 +40,9 @@ def test_evaluate_writes_metrics_and_is_deterministic(tiny_run):
 def test_resume_continues_from_last_epoch(tiny_run, tmp_path):
     run = str(tmp_path / "resumed")
     shutil.copytree(tiny_run, run)
-    assert _history_epochs(run) == [0, 1]
+    assert history_epochs(run) == [0, 1]
     train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
-    assert _history_epochs(run) == [0, 1, 2]
+    assert history_epochs(run) == [0, 1, 2]
     assert json.load(open(os.path.join(run, "state.json")))["epoch"] == 2
 
 
