@@ -14,7 +14,7 @@ train_args = --model $(MODEL) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epoc
 	$(if $(OUT),--out $(OUT)) $(foreach s,$(SET),--set $(s))
 newest_run = $(or $(RUN),$(shell ls -dt runs/$(MODEL)-* 2>/dev/null | head -n 1))
 
-.PHONY: setup train eval data test test-fast clean
+.PHONY: setup train eval export bench data test test-fast clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ train: setup
 eval: setup
 	@test -n "$(newest_run)" || { echo "no run of $(MODEL) under runs/; pass RUN=runs/..."; exit 2; }
 	$(PY) -m sora_tf evaluate $(newest_run) $(if $(DATA),--data $(DATA))
+
+export: setup
+	@test -n "$(newest_run)" || { echo "no run of $(MODEL) under runs/; pass RUN=runs/..."; exit 2; }
+	$(PY) -m sora_tf export $(newest_run)
+
+# Writes BENCHMARKS.md and benchmarks.json; the TFLite rows need `make train` and `make export` first.
+bench: setup
+	$(PY) -m sora_tf.bench $(if $(DATA),--data $(DATA))
 
 data: setup
 	$(PY) -m sora_tf make-data --variant default

@@ -31,9 +31,34 @@ def parser():
     p.add_argument("--strict", action="store_true")
 
     p = sub.add_parser("predict", help="top classes for video files")
-    p.add_argument("--model", required=True, dest="run", help="run directory")
+    p.add_argument("--model", required=True,
+                   help="run directory, SavedModel (or export/<model> for its newest version) or .tflite")
     p.add_argument("videos", nargs="+")
     p.add_argument("--top", type=int, default=3)
+
+    p = sub.add_parser("export", help="SavedModel for TF Serving + TFLite variants, with parity checks")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", default="export", help="export root (default export/)")
+    p.add_argument("--calibration-clips", type=int, default=64,
+                   help="training clips that calibrate full-int8 quantisation")
+    p.add_argument("--parity-clips", type=int, help="validation clips for the parity check (default all)")
+
+    p = sub.add_parser("stream", help="classify a video or camera frame by frame with a streaming .tflite")
+    p.add_argument("--model", required=True, help="stream_*.tflite written by export")
+    p.add_argument("source", help="video file, or a camera index such as 0")
+    p.add_argument("--every", type=int, default=1, help="feed one frame in N")
+    p.add_argument("--window", type=int, help="restart the state every N frames fed (default T; 0: never)")
+    p.add_argument("--out", help="write an annotated video here")
+    p.add_argument("--threads", type=int, help="LiteRT threads")
+    p.add_argument("--max-frames", type=int, help="stop after this many source frames")
+
+    p = sub.add_parser("prepare", help="decode a video dataset once into sharded JPEG TFRecords (fast path)")
+    p.add_argument("--data", required=True, help="class-per-folder directory or CSV manifest")
+    p.add_argument("--out", required=True, help="output folder; train with --data pointing at it")
+    p.add_argument("--size", type=int, default=128, help="stored frame side in pixels (>= the model's)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--shard-clips", type=int, default=64, help="clips per shard")
+    p.add_argument("--strict", action="store_true")
 
     p = sub.add_parser("make-data", help="build the generated default dataset")
     p.add_argument("--variant", choices=("tiny", "default"), default="default")
@@ -58,6 +83,11 @@ def _run(args):
         out = synthetic.generate(args.out, args.variant, args.seed) if args.out else \
             synthetic.ensure(args.variant, args.seed)
         print(out)
+    elif args.command == "prepare":
+        from sora_tf.data.prepared import prepare
+        from sora_tf.data.sources import list_clips
+        print(prepare(list_clips(args.data, strict=args.strict), args.out, args.size, args.shard_clips,
+                      args.quality))
     elif args.command == "train":
         from sora_tf.train.evaluate import evaluate
         from sora_tf.train.run import run_summary, train
@@ -71,13 +101,28 @@ def _run(args):
         metrics = evaluate(args.run, args.data, args.strict)
         print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "num_clips")}, indent=2))
     elif args.command == "predict":
-        from sora_tf.train.evaluate import predict
+        from sora_tf.export.runtime import load_predictor, predict_videos
         failed = 0
-        for video, result in predict(args.run, args.videos, args.top):
+        for video, result in predict_videos(load_predictor(args.model), args.videos, args.top):
             if isinstance(result, str):
                 failed += 1
                 print(f"{video}: error: {result}", file=sys.stderr)
             else:
                 print(f"{video}: " + ", ".join(f"{c} {p:.3f}" for c, p in result))
         return 1 if failed else 0
+    elif args.command == "export":
+        from sora_tf.export.exporter import export_run, parity_table
+        result = export_run(args.run, args.out, args.calibration_clips, args.parity_clips)
+        print(parity_table(result["parity"]))
+        print(json.dumps({k: result[k] for k in ("saved_model", "tflite", "models_config")}, indent=2))
+    elif args.command == "stream":
+        from sora_tf.data.video import VideoError
+        from sora_tf.export.stream import stream
+        try:
+            summary = stream(args.model, args.source, every=args.every, window=args.window, out=args.out,
+                             threads=args.threads, max_frames=args.max_frames)
+        except VideoError as e:
+            print(f"sora_tf stream: error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary, indent=2))
     return 0

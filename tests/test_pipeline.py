@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sora_tf.data.pipeline import DecodeFailures, make_dataset, sample_indices
+from sora_tf.data.pipeline import DecodeFailures, crop_views, make_dataset, sample_indices, view_indices
 from sora_tf.data.sources import list_clips
 
 
@@ -29,11 +29,12 @@ def test_train_indices_random_start_and_stride(where):
     seen_strides, seen_starts = set(), set()
     for s in range(40):
         seed = np.array([s, 7], np.int64)
-        fn = lambda n, sd: sample_indices(n, 5, True, sd, max_stride=3)  # noqa: E731
+        fn = lambda n, sd: sample_indices(n, 5, True, sd, stride_range=3)  # noqa: E731
         idx, padded = fn(np.int64(20), seed) if where == "eager" else _in_tf_data(fn, np.int64(20), seed)
         idx = idx.numpy()
         steps = np.diff(idx)
-        assert steps.min() >= 1 and steps.max() <= 3
+        # the eval stride spans the video: 19 / 4 = 4.75; training draws 4.75 / 3 .. 4.75
+        assert steps.min() >= 1 and steps.max() <= 5
         assert steps.max() - steps.min() <= 1  # one fractional stride, rounded
         assert idx[0] >= 0 and idx[-1] <= 19 and not padded.numpy()
         seen_strides.add(round(float(idx[-1] - idx[0]) / 4, 1))
@@ -46,6 +47,41 @@ def test_train_indices_repeatable_from_seed():
     a, _ = sample_indices(100, 8, True, seed, 4)
     b, _ = sample_indices(100, 8, True, seed, 4)
     assert a.numpy().tolist() == b.numpy().tolist()
+
+
+@pytest.mark.parametrize("where", ["eager", "tf.data"])
+def test_fps_stride_covers_the_same_time_span(where):
+    # 10 s at 30 fps and at 15 fps, sampled at 5 fps: 8 frames 0.2 s apart, centred, in both.
+    def run(n, stride):
+        fn = lambda m, s: sample_indices(m, 8, False, stride=s)  # noqa: E731
+        return (fn(n, stride) if where == "eager" else _in_tf_data(fn, n, stride))[0].numpy()
+    fast, slow = run(np.int64(300), np.float32(30 / 5)), run(np.int64(150), np.float32(15 / 5))
+    assert np.diff(fast).tolist() == [6] * 7 and np.diff(slow).tolist() == [3] * 7
+    assert abs(fast.mean() / 30 - slow.mean() / 15) < 0.1  # same moment of the video
+    assert run(np.int64(20), np.float32(30 / 5)).tolist() == sample_indices(20, 8, False)[0].numpy().tolist()
+
+
+@pytest.mark.parametrize("where", ["eager", "tf.data"])
+def test_view_indices_spread_over_the_video(where):
+    fn = lambda n: view_indices(n, 4, 3, stride=2.0)  # noqa: E731
+    views = (fn(np.int64(31)) if where == "eager" else _in_tf_data(fn, np.int64(31))).numpy()
+    assert views.tolist() == [[0, 2, 4, 6], [12, 14, 16, 18], [24, 26, 28, 30]]
+    assert view_indices(4, 4, 3).numpy().tolist() == [[0, 1, 2, 3]] * 3
+
+
+def test_multi_view_dataset_and_crops(tiny_data):
+    listing = list_clips(tiny_data)
+    ds = make_dataset(listing.paths[:3], listing.labels[:3], listing.counts[:3], clip_len=4,
+                      size=(24, 24), training=False, batch_size=3, views=2)
+    batch = next(iter(ds))
+    assert batch["frames"].shape == (3, 2, 4, 24, 24, 3)
+    single = make_dataset(listing.paths[:3], listing.labels[:3], listing.counts[:3], clip_len=4,
+                          size=(24, 24), training=False, batch_size=3)
+    first = next(iter(single))["frames"].numpy()
+    np.testing.assert_array_equal(batch["frames"].numpy()[:, 0, 0], first[:, 0])  # both start at frame 0
+    crops = crop_views(batch["frames"], 3).numpy()
+    assert crops.shape == (3, 6, 4, 24, 24, 3)
+    assert not np.allclose(crops[:, 0], crops[:, 2]) and not np.allclose(crops[:, 2], crops[:, 4])
 
 
 def test_dataset_shapes_and_eval_determinism(tiny_data):
@@ -80,3 +116,16 @@ def test_file_broken_after_listing_is_dropped_and_counted(tiny_data, tmp_path):
     labels = np.concatenate([b["label"].numpy() for b in ds])
     assert labels.tolist() == [0, 1, 2]
     assert [os.path.basename(p) for p, _ in failures.paths] == ["gone.mp4"]
+
+
+def test_crop_views_left_centre_right():
+    ramp = np.tile(np.arange(32, dtype=np.float32)[None, :, None], (16, 1, 3))  # value = column
+    clips = np.broadcast_to(ramp, (2, 1, 4, 16, 32, 3)).copy()  # [B, V, T, H, W, 3]
+    crops = crop_views(tf.constant(clips), 3).numpy()
+    assert crops.shape == (2, 3, 4, 16, 32, 3)
+    left, centre, right = (crops[:, i].mean() for i in range(3))
+    assert left < centre < right and abs(centre - ramp.mean()) < 0.5
+    np.testing.assert_allclose(crops[:, 0, :, 0], crops[:, 0, :, -1], atol=1e-4)  # rows unchanged
+    assert crop_views(tf.constant(clips), 1) is not None
+    with pytest.raises(ValueError, match="1 or 3"):
+        crop_views(tf.constant(clips), 2)

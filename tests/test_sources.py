@@ -6,9 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from sora_tf.data.sources import list_clips
-from sora_tf.data.split import stratified_split
+from sora_tf.data.sources import list_clips, read_videos_txt
+from sora_tf.data.split import grouped_split, stratified_split
 from sora_tf.data.video import VideoError
+from tests.conftest import shared
 
 
 @pytest.fixture
@@ -66,3 +67,66 @@ def test_stratified_split_is_deterministic_and_stratified():
     assert not set(tr) & set(va) and len(tr) + len(va) == len(labels)
     assert np.bincount(np.asarray(labels)[va]).tolist() == [4, 2, 1]
     assert stratified_split(labels, 0.2, seed=4) != (tr, va)
+
+
+def test_videos_txt_groups_clips_by_source(tmp_path):
+    listed = tmp_path / "videos.txt"
+    listed.write_text("https://example.com/a\nfi001: 0.1 - 0.2\nnofi001: 1 - 2\n"
+                      "https://example.com/b\nfi002: 0 - 1\nnofi001: 3 - 4\n"
+                      "nofi010 - nofi012 : Some dataset\n")
+    groups = read_videos_txt(listed)
+    assert groups["fi001"] == groups["nofi001"] == groups["fi002"], "sources sharing a clip merge"
+    assert groups["nofi010"] == groups["nofi011"] == groups["nofi012"] == "Some dataset"
+    listed.write_text("not a url or a clip line\n")
+    with pytest.raises(ValueError, match="videos.txt:1"):
+        read_videos_txt(listed)
+
+
+def test_grouped_split_keeps_each_group_on_one_side():
+    rng = np.random.default_rng(0)
+    groups = [f"g{i // 5}" for i in range(200)]  # 40 groups of 5 clips, one class per group
+    labels = [int(rng.integers(0, 2)) if i % 5 == 0 else None for i in range(200)]
+    labels = [labels[i - i % 5] for i in range(200)]
+    train, val = grouped_split(labels, groups, 0.2, seed=0)
+    assert not {groups[i] for i in train} & {groups[i] for i in val}
+    assert sorted(train + val) == list(range(200))
+    for c in (0, 1):
+        share = sum(labels[i] == c for i in val) / labels.count(c)
+        assert 0.1 <= share <= 0.3, (c, share)
+    assert grouped_split(labels, groups, 0.2, seed=0) == (train, val)
+    assert grouped_split(labels, groups, 0.2, seed=1) != (train, val)
+    with pytest.raises(ValueError, match="cannot split 1 group"):
+        grouped_split([0, 1], ["g", "g"], 0.2, seed=0)
+
+
+def test_csv_group_column_and_grouped_run_split(tiny_data, tmp_path):
+    from sora_tf.models.sora_cls import Config
+    from sora_tf.train.run import make_split
+
+    rows = list(csv.DictReader(open(os.path.join(tiny_data, "manifest.csv"))))
+    manifest = tmp_path / "grouped.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "group"])
+        for i, r in enumerate(rows):
+            writer.writerow([os.path.join(tiny_data, r["path"]), r["label"], f"src{i // 2}"])
+    listing = list_clips(str(manifest))
+    split = make_split(listing, Config())
+    assert split["method"] == "grouped"
+    assert not {listing.groups[i] for i in split["train"]} & set(split["val_groups"])
+    assert make_split(listing, Config(split="stratified"))["method"] == "stratified"
+    with pytest.raises(ValueError, match="needs groups"):
+        make_split(list_clips(tiny_data), Config(split="grouped"))
+
+
+def test_fight_surv_split_is_grouped_by_source():
+    data = shared("fight_surv")
+    from sora_tf.models.sora_cls import Config
+    from sora_tf.train.run import make_split
+
+    listing = list_clips(data)
+    assert len(set(listing.groups)) >= 20
+    split = make_split(listing, Config())
+    assert split["method"] == "grouped"
+    assert not {listing.groups[i] for i in split["train"]} & {listing.groups[i] for i in split["val"]}
+    assert {listing.labels[i] for i in split["val"]} == {0, 1}

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from sora_tf.cli import main
-from sora_tf.train.evaluate import evaluate, predict
+from sora_tf.export.runtime import load_predictor, predict_videos
+from sora_tf.train.evaluate import evaluate
 from sora_tf.train.run import train
 from tests.conftest import history_epochs
 
@@ -33,6 +34,10 @@ def test_evaluate_writes_metrics_and_is_deterministic(tiny_run):
                             "top3_accuracy"}
     assert metrics["num_clips"] == 7
     assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_pred"])) == 7
+    multi = metrics["multi_view"]
+    assert multi["temporal_clips"] == 3 and multi["spatial_crops"] == 3
+    assert 0 <= multi["accuracy"] <= 1 and sum(map(sum, multi["confusion_matrix"]["rows_true_cols_pred"])) == 7
+    assert metrics["single_view"]["accuracy"] == metrics["accuracy"]
     for png in ("confusion_matrix.png", "training_curves.png"):
         assert os.path.getsize(os.path.join(tiny_run, png)) > 1000
 
@@ -55,7 +60,7 @@ def test_predict_and_cli(tiny_run, tiny_data, tmp_path, capsys):
     video = os.path.join(tiny_data, "left", sorted(os.listdir(os.path.join(tiny_data, "left")))[0])
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"nope")
-    results = dict(predict(tiny_run, [video, str(bad)], top_k=3))
+    results = dict(predict_videos(load_predictor(tiny_run), [video, str(bad)], top_k=3))
     assert len(results[video]) == 3 and abs(sum(p for _, p in results[video]) - 1) < 1
     assert "bad.mp4" in results[str(bad)]
     assert main(["predict", "--model", tiny_run, video, str(bad)]) == 1

@@ -15,32 +15,71 @@ from sora_tf.data.video import VideoError, read_frames
 log = logging.getLogger("sora_tf.data")
 
 
-def sample_indices(num_frames, clip_len, training, seed=None, max_stride=1):
+def sample_indices(num_frames, clip_len, training, seed=None, stride_range=1.0, stride=0.0):
     """T frame indices into a video of `num_frames` decoded frames, and whether it was padded.
 
-    Eval: uniform over the whole video. Training: a random stride, fractional, between 1 and
-    min(max_stride, the stride that spans the whole video), and a random start; so training
-    sees the eval view's temporal scale as well as faster ones. Drawn statelessly from `seed`
-    ([2] int) so a run repeats. A video shorter than T is padded by repeating frames evenly.
+    `stride` is the eval spacing in frames (a frame-rate ratio, see `--fps`); 0 spreads the T
+    frames over the whole video. Eval: that spacing, centred. Training: a random fractional
+    stride between stride/stride_range (at least 1) and the eval stride, and a random start;
+    so training always sees the eval view's temporal scale as well as finer ones. Drawn
+    statelessly from `seed` ([2] int) so a run repeats. A video shorter than T is padded by
+    repeating frames evenly.
     """
     n = tf.cast(num_frames, tf.int64)
     t = tf.range(clip_len, dtype=tf.int64)
     padded = n < clip_len
     last = tf.cast(n - 1, tf.float32)
-    if clip_len == 1:
-        uniform = (n - 1) // 2 + tf.zeros([1], tf.int64)
-    else:
-        uniform = tf.cast(tf.round(tf.linspace(0.0, last, clip_len)), tf.int64)
-    if not training:
-        return uniform, padded
     full = last / max(clip_len - 1, 1)
-    stride_hi = tf.maximum(tf.minimum(float(max_stride), full), 1.0)
-    seeds = tf.random.experimental.stateless_split(seed, 2)
-    stride = tf.random.stateless_uniform([], seeds[0], 1.0, stride_hi + 1e-6)
-    span = (clip_len - 1) * stride
-    start = tf.random.stateless_uniform([], seeds[1], 0.0, 1.0) * tf.maximum(last - span, 0.0)
-    sampled = tf.minimum(tf.cast(tf.round(start + tf.cast(t, tf.float32) * stride), tf.int64), n - 1)
+    stride = tf.cast(stride, tf.float32)
+    base = tf.maximum(tf.where(stride > 0, tf.minimum(stride, full), full), 1.0)
+    span = (clip_len - 1) * base
+    if not training:
+        start = tf.maximum(last - span, 0.0) / 2
+        picked = tf.round(start + tf.cast(t, tf.float32) * base)
+        if clip_len == 1:
+            picked = tf.round(last / 2) + tf.zeros([1])
+    else:
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        low = tf.maximum(base / stride_range, 1.0)
+        step = tf.random.stateless_uniform([], seeds[0], low, base + 1e-6)
+        span = (clip_len - 1) * step
+        start = tf.random.stateless_uniform([], seeds[1], 0.0, 1.0) * tf.maximum(last - span, 0.0)
+        picked = tf.round(start + tf.cast(t, tf.float32) * step)
+    sampled = tf.minimum(tf.cast(picked, tf.int64), n - 1)
     return tf.where(padded, tf.minimum(t * n // clip_len, n - 1), sampled), padded
+
+
+def view_indices(num_frames, clip_len, views, stride=0.0):
+    """[views, T] indices for multi-view evaluation: `views` windows at the eval stride, spread
+    evenly from the start to the end of the video (they coincide when one window spans it)."""
+    n = tf.cast(num_frames, tf.int64)
+    last = tf.cast(n - 1, tf.float32)
+    full = last / max(clip_len - 1, 1)
+    stride = tf.cast(stride, tf.float32)
+    base = tf.maximum(tf.where(stride > 0, tf.minimum(stride, full), full), 1.0)
+    room = tf.maximum(last - (clip_len - 1) * base, 0.0)
+    starts = tf.linspace(0.0, 1.0, views) * room if views > 1 else tf.fill([1], room / 2)
+    picked = tf.round(starts[:, None] + tf.range(clip_len, dtype=tf.float32)[None] * base)
+    return tf.minimum(tf.cast(picked, tf.int64), n - 1)
+
+
+def crop_views(frames, crops):
+    """[B, V, T, H, W, 3] -> [B, V * crops, T, H, W, 3]: 1 = the whole frame; 3 = left, centre
+    and right crops of 90% of the side (inside the training zoom range), resized back."""
+    if crops == 1:
+        return frames
+    if crops != 3:
+        raise ValueError(f"spatial crops must be 1 or 3, got {crops}")
+    shape = tf.shape(frames)
+    h, w = frames.shape[3], frames.shape[4]
+    images = tf.reshape(frames, [-1, h, w, 3])
+    n = tf.shape(images)[0]
+    out = []
+    for x0 in (0.0, 0.05, 0.1):
+        boxes = tf.tile([[0.05, x0, 0.95, x0 + 0.9]], [n, 1])
+        crop = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(n), [h, w])
+        out.append(tf.reshape(crop, shape))
+    return tf.concat(out, axis=1)
 
 
 class DecodeFailures:
@@ -55,12 +94,17 @@ class DecodeFailures:
             self.paths.append((path, reason))
 
 
-def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size,
-                 seed=0, max_stride=1, failures=None, shuffle_buffer=None, drop_remainder=None):
+def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size, seed=0,
+                 stride_range=1.0, strides=None, failures=None, shuffle_buffer=None,
+                 drop_remainder=None, cache=False, views=None):
     """Batched dict elements {frames uint8 [B,T,H,W,3], label, padded, path}.
 
     Decoding is `tf.numpy_function` over OpenCV with `num_parallel_calls`: OpenCV releases the
     GIL while it decodes, so files decode in parallel with no Python loop over the dataset.
+    `cache=True` decodes each whole video once, at H x W, keeps it in memory and samples clips
+    from there every epoch: for data that fits, it takes decoding out of every later epoch.
+    `strides`: per clip eval spacing in frames (see `sample_indices`), default whole video.
+    `views=N` (eval) gives N temporal clips per video: frames [B, N, T, H, W, 3].
     """
     if not paths:
         raise ValueError("make_dataset needs at least one clip")
@@ -76,25 +120,61 @@ def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size,
             failures.add(path, str(e))
             return np.zeros((len(indices), h, w, 3), np.uint8), False
 
-    def load(element, seed_pair):
-        indices, padded = sample_indices(element["count"], clip_len, training, seed_pair, max_stride)
+    def decoded(element, indices):
         frames, ok = tf.numpy_function(decode, [element["path"], indices], [tf.uint8, tf.bool])
-        frames.set_shape([clip_len, h, w, 3])
+        frames.set_shape([None, h, w, 3])
         ok.set_shape([])
-        return {"frames": frames, "label": element["label"], "padded": padded,
-                "path": element["path"], "ok": ok}
+        return {**element, "frames": frames, "ok": ok}
+
+    def load(element, seed_pair):
+        if views:
+            grid = view_indices(element["count"], clip_len, views, element["stride"])
+            flat = tf.reshape(grid, [-1])
+            order = tf.argsort(flat)  # read_frames wants non-decreasing indices
+            out = decoded(element, tf.gather(flat, order))
+            frames = tf.gather(out["frames"], tf.math.invert_permutation(order))
+            return {**out, "frames": tf.reshape(frames, [views, clip_len, h, w, 3]),
+                    "padded": element["count"] < clip_len}
+        indices, padded = sample_indices(element["count"], clip_len, training, seed_pair,
+                                         stride_range, element["stride"])
+        out = decoded(element, indices)
+        return {**out, "frames": tf.ensure_shape(out["frames"], [clip_len, h, w, 3]), "padded": padded}
+
+    def load_video(element):
+        return decoded(element, tf.range(element["count"]))
+
+    def take_clip(element, seed_pair):
+        count = tf.shape(element["frames"], out_type=tf.int64)[0]
+        indices, padded = sample_indices(count, clip_len, training, seed_pair, stride_range, element["stride"])
+        return {**element, "frames": tf.gather(element["frames"], indices), "padded": padded}
 
     ds = tf.data.Dataset.from_tensor_slices(
         {"path": list(map(str, paths)), "label": np.asarray(labels, np.int32),
-         "count": np.asarray(counts, np.int64)})
+         "count": np.asarray(counts, np.int64),
+         "stride": np.zeros(len(paths), np.float32) if strides is None else np.asarray(strides, np.float32)})
+    if cache and views:
+        raise ValueError("cache is for training epochs, views for evaluation: not both")
+    if cache:
+        ds = ds.map(load_video, num_parallel_calls=tf.data.AUTOTUNE).filter(_decoded).cache()
     if training:
         ds = ds.shuffle(shuffle_buffer or len(paths), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     ds = tf.data.Dataset.zip(ds, seeds)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.map(take_clip if cache else load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
     ds = ds.filter(_decoded).map(_drop_ok)
     drop = training if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop and len(paths) >= batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def dataset_for(listing, **kwargs):
+    """`make_dataset` for a Listing: decoded from its video files, or read from its prepared
+    TFRecords when it came from a prepared folder (same elements, up to JPEG loss)."""
+    if listing.prepared:
+        from sora_tf.data.prepared import make_prepared_dataset
+
+        kwargs.pop("failures", None)  # prepared clips decoded once already; failures were counted then
+        return make_prepared_dataset(listing.prepared, listing.records, **kwargs)
+    return make_dataset(listing.paths, listing.labels, listing.counts, **kwargs)
 
 
 def _decoded(element):
@@ -102,7 +182,7 @@ def _decoded(element):
 
 
 def _drop_ok(element):
-    return {k: v for k, v in element.items() if k != "ok"}
+    return {k: element[k] for k in ("frames", "label", "padded", "path")}
 
 
 def _pair(element):

@@ -1,5 +1,10 @@
 """Where clips come from: a class-per-folder directory (UCF101 style) or a CSV manifest.
 
+Clips may belong to groups (the source video they were cut from): a `group` column in the CSV
+manifest, or a `videos.txt` beside the class folders in the form the Surveillance Camera Fight
+dataset uses (a source URL line, then one `clip_name: start - end` line per clip cut from it).
+Grouped splits keep every group on one side.
+
 Every file is probed by decoding it once. A file that is not a usable video (corrupt, empty,
 not a video at all, a directory with a video's name) is skipped with a warning that names it,
 and counted in the run summary; with `strict=True` it is an error instead.
@@ -8,9 +13,11 @@ import csv
 import dataclasses
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 
-from sora_tf.data.video import VideoError, count_frames
+from sora_tf.data.prepared import is_prepared, load_manifest
+from sora_tf.data.video import VideoError, probe
 
 log = logging.getLogger("sora_tf.data")
 
@@ -26,6 +33,15 @@ class Listing:
     counts: list
     classes: list
     skipped: list  # [(path, reason)]
+    groups: list = None  # a group name per clip, or None when the source has no groups
+    fps: list = None  # container frame rate per clip, 0.0 when unknown
+    prepared: str = None  # the prepared folder these clips are read from, if any
+    records: list = None  # their record indices there
+
+    def strides(self, fps):
+        """Per-clip eval spacing in frames for sampling at `fps` (0: over the whole video)."""
+        rates = self.fps or [0.0] * len(self.paths)
+        return [r / fps if fps > 0 and r > 0 else 0.0 for r in rates]
 
     def summary(self):
         return {
@@ -34,12 +50,16 @@ class Listing:
             "per_class": {c: self.labels.count(i) for i, c in enumerate(self.classes)},
             "skipped": len(self.skipped),
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+            "groups": len(set(self.groups)) if self.groups else None,
         }
 
     def subset(self, indices):
         return Listing(
             [self.paths[i] for i in indices], [self.labels[i] for i in indices],
             [self.counts[i] for i in indices], self.classes, [],
+            [self.groups[i] for i in indices] if self.groups else None,
+            [self.fps[i] for i in indices] if self.fps else None,
+            self.prepared, [self.records[i] for i in indices] if self.records else None,
         )
 
 
@@ -55,8 +75,63 @@ def _from_folder(root):
         for entry in sorted(os.listdir(folder)):
             if entry.startswith(".") or entry in IGNORED_NAMES:
                 continue
-            items.append((os.path.join(folder, entry), label))
-    return items, classes
+            items.append((os.path.join(folder, entry), label, None))
+    return _with_source_groups(root, items), classes
+
+
+def read_videos_txt(path):
+    """{clip stem: source} from a `videos.txt`: a line with a URL starts a source, and each
+    following `name: ...` line puts clip `name` in it; a `first - last : source` line puts a
+    numbered range of clips in a named source. Sources that share a clip are merged."""
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    groups, source = {}, None
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            head, _, tail = line.partition(":")
+            if "://" in line.split()[0]:
+                source, names = line, []
+            elif tail and re.fullmatch(r"\s*\w+\s+-\s+\w+\s*", head):
+                names, source = _clip_range(*(x.strip() for x in head.split("-"))), tail.strip()
+            elif tail and source is not None:
+                names = [head.strip()]
+            else:
+                raise ValueError(f"{path}:{number}: expected a source URL or 'clip: ...', got {line!r}")
+            for name in names:
+                if name in groups and root(groups[name]) != root(source):
+                    parent[root(groups[name])] = root(source)
+                groups[name] = source
+    return {name: root(g) for name, g in groups.items()}
+
+
+def _clip_range(first, last):
+    """["nofi062", ..., "nofi076"] from "nofi062", "nofi076"."""
+    a, b = re.fullmatch(r"(\D*)(\d+)", first), re.fullmatch(r"(\D*)(\d+)", last)
+    if not a or not b or a[1] != b[1]:
+        return [first, last]
+    width = len(a[2])
+    return [f"{a[1]}{i:0{width}d}" for i in range(int(a[2]), int(b[2]) + 1)]
+
+
+def _with_source_groups(root, items):
+    listed = os.path.join(root, "videos.txt")
+    if not os.path.isfile(listed):
+        return items
+    groups = read_videos_txt(listed)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p, _, _ in items]
+    missing = [s for s in stems if s not in groups]
+    if missing:
+        log.warning("%s does not list %d clip(s) (e.g. %s): each is its own group",
+                    listed, len(missing), missing[0])
+    return [(p, label, groups.get(stem, f"clip:{stem}")) for (p, label, _), stem in zip(items, stems)]
 
 
 def _from_csv(path):
@@ -67,15 +142,28 @@ def _from_csv(path):
         raise ValueError(f"{path}: a manifest needs a header with 'path' and 'label' columns")
     classes = sorted({r["label"] for r in rows})
     index = {c: i for i, c in enumerate(classes)}
-    items = [(os.path.join(base, r["path"]), index[r["label"]]) for r in rows]
+    grouped = "group" in rows[0]
+    items = [(os.path.join(base, r["path"]), index[r["label"]], r["group"] if grouped else None) for r in rows]
     return items, classes
+
+
+def _from_prepared(root):
+    manifest = load_manifest(root)
+    clips = manifest["clips"]
+    if not clips:
+        raise ValueError(f"{root}: a prepared folder with no clips")
+    grouped = any(c["group"] is not None for c in clips)
+    return Listing([c["path"] for c in clips], [c["label"] for c in clips], [c["count"] for c in clips],
+                   manifest["classes"], [(s["path"], s["reason"]) for s in manifest["skipped"]],
+                   [c["group"] for c in clips] if grouped else None, [c["fps"] for c in clips],
+                   os.path.abspath(root), list(range(len(clips))))
 
 
 def _probe(path):
     try:
-        return count_frames(path), None
+        return (*probe(path), None)
     except VideoError as e:
-        return 0, str(e).removeprefix(f"{path}: ")
+        return 0, 0.0, str(e).removeprefix(f"{path}: ")
 
 
 def list_clips(source, strict=False, workers=None):
@@ -83,6 +171,8 @@ def list_clips(source, strict=False, workers=None):
     source = os.fspath(source)
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: data source does not exist")
+    if os.path.isdir(source) and is_prepared(source):
+        return _from_prepared(source)
     if os.path.isdir(source):
         manifest = os.path.join(source, "manifest.csv")
         items, classes = _from_csv(manifest) if os.path.isfile(manifest) else _from_folder(source)
@@ -92,13 +182,17 @@ def list_clips(source, strict=False, workers=None):
         raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
     # OpenCV releases the GIL while decoding, so threads probe files in parallel.
     with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-        probes = list(pool.map(_probe, [p for p, _ in items]))
-    listing = Listing([], [], [], classes, [])
-    for (path, label), (count, reason) in zip(items, probes):
+        probes = list(pool.map(_probe, [p for p, _, _ in items]))
+    grouped = any(g is not None for _, _, g in items)
+    listing = Listing([], [], [], classes, [], [] if grouped else None, [])
+    for (path, label, group), (count, fps, reason) in zip(items, probes):
         if reason is None:
             listing.paths.append(path)
             listing.labels.append(label)
             listing.counts.append(count)
+            listing.fps.append(fps)
+            if grouped:
+                listing.groups.append(group if group not in (None, "") else f"clip:{path}")
             continue
         if strict:
             raise VideoError(f"{path}: {reason}")

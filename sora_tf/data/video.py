@@ -36,8 +36,16 @@ def _open(path):
 
 def count_frames(path):
     """Decoded frame count of `path`. Raises VideoError for anything that yields no frame."""
+    return probe(path)[0]
+
+
+def probe(path):
+    """(decoded frame count, frame rate) of `path`. The rate is the container's (0.0 when it is
+    missing or absurd); only it, never the count, is taken from metadata."""
     cap = _open(path)
     try:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        fps = float(fps) if np.isfinite(fps) and 0 < fps <= 1000 else 0.0
         n = 0
         while cap.grab():
             n += 1
@@ -45,7 +53,7 @@ def count_frames(path):
         cap.release()
     if n == 0:
         raise VideoError(f"{os.fspath(path)}: no decodable frames")
-    return n
+    return n, fps
 
 
 def fit_frame(frame, size):

@@ -10,6 +10,7 @@ Run it: `make train MODEL=sora_cls`, or `python -m sora_tf train --model sora_cl
 import dataclasses
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict
@@ -35,16 +36,23 @@ class Config:
     embedding_dim: int = 128
     dropout: float = 0.2
     frame_diff: bool = True  # feed each frame with its difference from the previous one
+    diff_scale: float = 10.0  # gain on those differences, see FrameDiff
+    diff_clip: float = 4.0  # ... then clipped to +-diff_clip
     unroll: bool = False  # export sets it for a fixed-T builtins-only TFLite graph
     # Training
-    epochs: int = 30
+    epochs: int = 24
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     val_fraction: float = 0.2
+    split: str = "auto"  # "grouped" keeps each source video on one side; auto: grouped if the data has groups
     seed: int = 0
-    max_stride: int = 2
-    patience: int = 10
+    stride_range: float = 2.0  # training strides span eval stride / stride_range .. eval stride
+    fps: float = 0.0  # sample clips at this frame rate (T / fps seconds); 0: over the whole video
+    eval_views: int = 3  # multi-view evaluation: temporal clips per video ...
+    eval_crops: int = 3  # ... times spatial crops, softmax averaged
+    patience: int = 12
+    cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     # Augmentation (one draw per clip). Mild by default: on the generated data, strong
     # geometry + colour jitter slowed learning about twofold in a 6-epoch A/B.
     aug_zoom: float = 0.1
@@ -64,14 +72,20 @@ class Config:
                    rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2)
 
     def validate(self):
+        if self.split not in ("auto", "grouped", "stratified"):
+            raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",
-                    "embedding_dim", "epochs", "batch_size", "max_stride"):
+                    "embedding_dim", "epochs", "batch_size", "stride_range", "eval_views", "eval_crops"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.image_size % 2 ** len(self.cnn_widths):
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2**{len(self.cnn_widths)}")
+        if not self.cnn_widths or min(self.cnn_widths) < 1:
+            raise ValueError(f"cnn_widths needs positive widths, got {self.cnn_widths}")
+        if self.fps < 0:
+            raise ValueError(f"fps must be >= 0 (0: whole video), got {self.fps}")
+        if self.cache_mb < 0:
+            raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
             raise ValueError("pixel_mean and pixel_std need 3 values (R, G, B)")
 
@@ -82,20 +96,50 @@ class FrameDiff(layers.Layer):
 
     Motion is what tells the classes apart (and what matters for fights); a difference image
     makes it explicit to the per-frame CNN. The first frame's difference is zero, which is also
-    the streaming model's start state.
+    the streaming model's start state. Differences are ~10x smaller than normalised frames, so
+    they are scaled by `scale`: unscaled, training sat at chance for several epochs before the
+    CNN picked motion up; scaled by 10, it learned from the first epoch. They are then clipped
+    to +-`clip`: int8 quantisation gives the concatenated tensor one scale, and unclipped
+    differences (up to +-40) left the frames a dozen int8 levels; clipping at 4 did not slow
+    training. (A saturating tanh(10 d) kept training at chance: it squeezes moving edges down
+    to the level of noise.)
     """
+
+    def __init__(self, scale=1.0, clip=4.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.clip = scale, clip
 
     def call(self, x):
         previous = ops.concatenate([x[:, :1], x[:, :-1]], axis=1)
-        return ops.concatenate([x, x - previous], axis=-1)
+        return ops.concatenate([x, ops.clip(self.scale * (x - previous), -self.clip, self.clip)], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 2 * input_shape[-1])
 
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "clip": self.clip}
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class FrameTimeDistributed(layers.TimeDistributed):
+    """`TimeDistributed` as one batched call: [B, T, ...] -> [B*T, ...] -> layer -> [B, T, ...].
+
+    Keras 3's TimeDistributed loops over a static T in Python: T small convolutions instead of
+    one, BatchNorm statistics per time step, and in TFLite T copies of every op with its own
+    quantisation tables (which made the int8 file 37% of the float one instead of ~25%).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        frames = ops.reshape(inputs, (-1, *inputs.shape[2:]))
+        features = self.layer(frames, training=training)
+        return ops.reshape(features, (-1, inputs.shape[1], *features.shape[1:]))
+
 
 def rnn_layer(config, return_sequences, name):
     cls = layers.LSTM if config.rnn == "lstm" else layers.GRU
-    return cls(config.rnn_units, return_sequences=return_sequences, unroll=config.unroll, name=name)
+    rnn = cls(config.rnn_units, return_sequences=return_sequences, unroll=config.unroll, name=name)
+    rnn.cell.name = f"{name}_cell"  # unique, so the streaming model can hold several cells
+    return rnn
 
 
 @keras.saving.register_keras_serializable("sora_tf")
@@ -115,8 +159,8 @@ class SoraCls(keras.Model):
         frames = keras.Input((t, s, s, 3), name="frames")
         x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
         if config.frame_diff:
-            x = FrameDiff(name="frame_diff")(x)
-        x = layers.TimeDistributed(cnn, name="frame_features")(x)
+            x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
+        x = FrameTimeDistributed(cnn, name="frame_features")(x)
         for rnn in rnns:
             x = rnn(x)
         embedding = layers.Dense(config.embedding_dim, name="embedding")(x)
@@ -138,3 +182,60 @@ class SoraCls(keras.Model):
 
 def build(config):
     return SoraCls(config, name="sora_cls")
+
+
+def stream_state_shapes(config):
+    """{name: shape without batch} of the streaming model's recurrent state.
+
+    `state_prev` is the previous normalised frame and `state_started` is 0 before the first
+    frame, so that the first frame's difference is zero, as in the clip model; `state_h<i>`
+    (and `state_c<i>` for LSTM) are the RNN layers' states. All-zero is the start state.
+    """
+    s, units = config.image_size, config.rnn_units
+    shapes = {"state_prev": (s, s, 3), "state_started": (1,)} if config.frame_diff else {}
+    for i in range(config.rnn_layers):
+        shapes[f"state_h{i}"] = (units,)
+        if config.rnn == "lstm":
+            shapes[f"state_c{i}"] = (units,)
+    return shapes
+
+
+def init_states(config, batch=1):
+    """The streaming model's start state: zeros, as float32 numpy arrays."""
+    return {k: np.zeros((batch, *v), np.float32) for k, v in stream_state_shapes(config).items()}
+
+
+def stream_model(clip_model, batch=None):
+    """The MoViNet-style streaming form of a clip model, sharing its layers (and so its weights).
+
+    Inputs: `frame` [B, H, W, 3] in [0, 255] and the `state_*` tensors; outputs: `probabilities`,
+    `embedding` and the new `state_*`. Fed a clip's T frames one by one from `init_states`, it
+    gives the clip model's outputs for that clip.
+    """
+    config = clip_model.config
+    s = config.image_size
+    shapes = stream_state_shapes(config)
+    # === Layers ===
+    normalize = pixel_normalization(config.pixel_mean, config.pixel_std)  # fixed, nothing to share
+    cnn = clip_model.get_layer("frame_features").layer
+    cells = [clip_model.get_layer(f"rnn{i}").cell for i in range(config.rnn_layers)]
+    # === Functional Model ===
+    frame = keras.Input((s, s, 3), batch_size=batch, name="frame")
+    state = {k: keras.Input(v, batch_size=batch, name=k) for k, v in shapes.items()}
+    x = normalize(layers.Identity(dtype="float32")(frame))
+    new_state = {}
+    if config.frame_diff:
+        diff = ops.clip(config.diff_scale * (x - state["state_prev"]), -config.diff_clip, config.diff_clip)
+        diff = state["state_started"][:, :, None, None] * diff
+        new_state["state_prev"], new_state["state_started"] = x, ops.ones_like(state["state_started"])
+        x = ops.concatenate([x, diff], axis=-1)
+    x = cnn(x)
+    for i, cell in enumerate(cells):
+        names = [f"state_h{i}"] + ([f"state_c{i}"] if config.rnn == "lstm" else [])
+        x, states = cell(x, [state[n] for n in names])
+        new_state.update(zip(names, states))
+    embedding = clip_model.get_layer("embedding")(x)
+    probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
+    return keras.Model({"frame": frame, **state},
+                       {"probabilities": probabilities, "embedding": embedding, **new_state},
+                       name=f"{clip_model.name}_stream")

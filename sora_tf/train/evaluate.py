@@ -1,12 +1,12 @@
-"""`evaluate` and `predict` on a trained run."""
+"""`evaluate` on a trained run: metrics.json and plots."""
 import logging
 import os
 
 import numpy as np
+import tensorflow as tf
 
-from sora_tf.data.pipeline import DecodeFailures, make_dataset, sample_indices
+from sora_tf.data.pipeline import DecodeFailures, crop_views, dataset_for
 from sora_tf.data.sources import list_clips
-from sora_tf.data.video import count_frames, read_frames
 from sora_tf.train.checkpoint import load_json, save_json
 from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
 from sora_tf.train.run import load_run
@@ -24,22 +24,50 @@ def predict_dataset(model, ds):
     return np.concatenate(labels), np.concatenate(probs), paths
 
 
-def evaluate(run_dir, data=None, strict=False):
-    """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
-    model, config, classes, info = load_run(run_dir)
+def predict_views(model, ds, crops):
+    """(labels, probabilities) with softmax averaged over every temporal clip x spatial crop."""
+    labels, probs = [], []
+    for batch in ds:
+        frames = crop_views(batch["frames"], crops)  # [B, V, T, H, W, 3]
+        b, v = frames.shape[:2]
+        out = model(tf.reshape(frames, (b * v, *frames.shape[2:])), training=False)["probabilities"]
+        probs.append(np.asarray(out).reshape(b, v, -1).mean(1))
+        labels.append(batch["label"].numpy())
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
+    """The clips of a run's split `part` ("train" or "val"), or all clips of `data` if given."""
     source = data or info["data"]
     listing = list_clips(source, strict=strict)
     if listing.classes != classes:
         raise ValueError(f"{source}: classes {listing.classes} differ from the run's {classes}")
     if data is None:
-        wanted = set(load_json(os.path.join(run_dir, "split.json"))["val_paths"])
-        listing = listing.subset([i for i, p in enumerate(listing.paths) if p in wanted])
+        split = load_json(os.path.join(run_dir, "split.json"))
+        if part == "val":
+            wanted = set(split["val_paths"])
+            return listing.subset([i for i, p in enumerate(listing.paths) if p in wanted])
+        return listing.subset(split["train"])
+    return listing
+
+
+def evaluate(run_dir, data=None, strict=False):
+    """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
+    model, config, classes, info = load_run(run_dir)
+    listing = run_listing(run_dir, classes, info, data, strict=strict)
     failures = DecodeFailures()
-    ds = make_dataset(listing.paths, listing.labels, listing.counts, clip_len=config.num_frames,
-                      size=(config.image_size,) * 2, training=False, batch_size=config.batch_size,
-                      failures=failures)
+    common = dict(clip_len=config.num_frames, size=(config.image_size,) * 2, training=False,
+                  batch_size=config.batch_size, strides=listing.strides(config.fps), failures=failures)
+    ds = dataset_for(listing, **common)
     labels, probs, _ = predict_dataset(model, ds)
     metrics = classification_metrics(labels, probs, classes)
+    multi = dataset_for(listing, views=config.eval_views, **common)
+    labels, probs = predict_views(model, multi, config.eval_crops)
+    full = classification_metrics(labels, probs, classes)
+    metrics["single_view"] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    metrics["multi_view"] = {"accuracy": full["accuracy"], "macro_f1": full["macro_f1"],
+                             "temporal_clips": config.eval_views, "spatial_crops": config.eval_crops,
+                             "confusion_matrix": full["confusion_matrix"]}
     metrics["split"] = "validation" if data is None else os.path.abspath(data)
     metrics["skipped_files"] = len(listing.skipped) + len(failures.paths)
     save_json(os.path.join(run_dir, "metrics.json"), metrics)
@@ -48,20 +76,3 @@ def evaluate(run_dir, data=None, strict=False):
     if os.path.isfile(history):
         plot_history(history, os.path.join(run_dir, "training_curves.png"))
     return metrics
-
-
-def predict(run_dir, videos, top_k=3):
-    """[(video, [(class, probability), ...] or error string)] for each video path."""
-    model, config, classes, _ = load_run(run_dir)
-    results = []
-    for video in videos:
-        try:
-            indices, _ = sample_indices(count_frames(video), config.num_frames, training=False)
-            clip = read_frames(video, indices.numpy(), (config.image_size,) * 2)
-        except (ValueError, OSError) as e:
-            results.append((video, str(e)))
-            continue
-        probs = np.asarray(model(clip[None], training=False)["probabilities"])[0]
-        order = np.argsort(-probs)[:top_k]
-        results.append((video, [(classes[i], float(probs[i])) for i in order]))
-    return results

@@ -18,9 +18,9 @@ from sora_tf import models
 from sora_tf.config import from_dict, override
 from sora_tf.data import synthetic
 from sora_tf.data.augment import ClipAugment
-from sora_tf.data.pipeline import DecodeFailures, make_dataset, supervised
+from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sources import list_clips
-from sora_tf.data.split import stratified_split
+from sora_tf.data.split import grouped_split, stratified_split
 from sora_tf.train.checkpoint import RunCheckpoint, load_json, save_json
 
 log = logging.getLogger("sora_tf.train")
@@ -65,12 +65,33 @@ def _datasets(config, listing, split, failures):
     size = (config.image_size, config.image_size)
     train = listing.subset(split["train"])
     val = listing.subset(split["val"])
-    train_ds = make_dataset(train.paths, train.labels, train.counts, clip_len=config.num_frames,
-                            size=size, training=True, batch_size=config.batch_size, seed=config.seed,
-                            max_stride=config.max_stride, failures=failures)
-    val_ds = make_dataset(val.paths, val.labels, val.counts, clip_len=config.num_frames, size=size,
-                          training=False, batch_size=config.batch_size, failures=failures)
+    decoded_mb = sum(train.counts) * size[0] * size[1] * 3 / 2 ** 20
+    cache = decoded_mb <= config.cache_mb
+    log.info("training videos decoded at %dx%d: %.0f MB, %s", *size, decoded_mb,
+             "kept in memory after the first epoch" if cache
+             else f"over cache_mb={config.cache_mb}: decoded every epoch")
+    train_ds = dataset_for(train, clip_len=config.num_frames, size=size, training=True,
+                           batch_size=config.batch_size, seed=config.seed, stride_range=config.stride_range,
+                           strides=train.strides(config.fps), failures=failures, cache=cache)
+    val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
+                         batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
     return train_ds, val_ds, len(train.paths)
+
+
+def make_split(listing, config):
+    """split.json's content: grouped when the data has groups (or `split=grouped`), else stratified."""
+    method = config.split if config.split != "auto" else ("grouped" if listing.groups else "stratified")
+    if method == "grouped":
+        if not listing.groups:
+            raise ValueError("split=grouped needs groups: a 'group' column in the CSV manifest or a videos.txt")
+        tr, va = grouped_split(listing.labels, listing.groups, config.val_fraction, config.seed)
+        log.info("grouped split: %d groups, none on both sides", len(set(listing.groups)))
+    else:
+        tr, va = stratified_split(listing.labels, config.val_fraction, config.seed)
+    split = {"method": method, "train": tr, "val": va, "val_paths": [listing.paths[i] for i in va]}
+    if listing.groups:
+        split["val_groups"] = sorted({listing.groups[i] for i in va})
+    return split
 
 
 def default_run_dir(model_name):
@@ -111,8 +132,7 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
     if resuming:
         split = load_json(os.path.join(out, "split.json"))
     else:
-        tr, va = stratified_split(listing.labels, config.val_fraction, config.seed)
-        split = {"train": tr, "val": va, "val_paths": [listing.paths[i] for i in va]}
+        split = make_split(listing, config)
         save_json(os.path.join(out, "split.json"), split)
         save_json(os.path.join(out, "run.json"), {"model": model_name, "data": os.path.abspath(data)})
     save_json(os.path.join(out, "config.json"), dataclasses.asdict(config))

@@ -1,0 +1,166 @@
+"""SavedModel for TF Serving: `export/<model>/<version>/`, versioned, atomic, with named signatures.
+
+Signatures (batch first, named inputs and outputs):
+- `serving_default`: `frames` uint8 [batch, T, H, W, 3] RGB of any H x W. Resizing (area, as the
+  training pipeline's OpenCV INTER_AREA) and normalisation happen inside. Outputs
+  `probabilities`, `class_id` (int64), `class_name` (string) and `embedding`.
+- `embed`: `frames` -> `embedding`.
+- `serving_jpeg`: `frames_jpeg` string [batch, T] of JPEG-encoded frames, decoded in-graph.
+  Encoded *video* bytes cannot be decoded in-graph: TensorFlow has no video decoder op, and
+  tensorflow-io's FFmpeg ops do not load with TF 2.21 (see the README).
+"""
+import os
+import shutil
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from sora_tf.train.checkpoint import save_json
+
+SIGNATURES = ("serving_default", "embed", "serving_jpeg")
+
+
+def next_version(model_dir):
+    """1 + the largest integer version folder under `model_dir` (1 when there is none)."""
+    versions = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(model_dir) else []
+    return max(versions, default=0) + 1
+
+
+def _preprocess(frames, config):
+    """uint8 [B, T, h, w, 3] -> float32 [B, T, S, S, 3] in [0, 255] at the model's size S."""
+    s = config.image_size
+    shape = tf.shape(frames)
+    flat = tf.reshape(frames, tf.concat([[-1], shape[2:]], 0))
+    same = tf.reduce_all(tf.equal(shape[2:4], [s, s]))
+    # Area resampling for any size; rounded to integers as the uint8 training frames were.
+    resized = tf.cond(same, lambda: tf.cast(flat, tf.float32),
+                      lambda: tf.round(tf.image.resize(flat, [s, s], method="area", antialias=True)))
+    return tf.reshape(resized, [-1, config.num_frames, s, s, 3])
+
+
+def serving_functions(model, config, classes):
+    """{signature name: (fn, input_signature)} for a clip model."""
+    t = config.num_frames
+    names = tf.constant(classes)
+
+    def classify(x):
+        out = model(_preprocess(x, config), training=False)
+        class_id = tf.argmax(out["probabilities"], axis=-1)
+        return {"probabilities": out["probabilities"], "class_id": class_id,
+                "class_name": tf.gather(names, class_id), "embedding": out["embedding"]}
+
+    def serving_default(frames):
+        return classify(frames)
+
+    def embed(frames):
+        return {"embedding": model(_preprocess(frames, config), training=False)["embedding"]}
+
+    def serving_jpeg(frames_jpeg):
+        flat = tf.reshape(frames_jpeg, [-1])
+        decoded = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), flat,
+                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        shape = tf.shape(decoded)
+        return classify(tf.reshape(decoded, tf.concat([[-1, t], shape[1:]], 0)))
+
+    frames = tf.TensorSpec([None, t, None, None, 3], tf.uint8, name="frames")
+    return {"serving_default": (serving_default, [frames]),
+            "embed": (embed, [frames]),
+            "serving_jpeg": (serving_jpeg, [tf.TensorSpec([None, t], tf.string, name="frames_jpeg")])}
+
+
+def export_saved_model(model, config, classes, export_root, name, info=None):
+    """Write `export_root/name/<next version>/` atomically; returns its path."""
+    model_dir = os.path.join(export_root, name)
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".partial-", dir=model_dir)  # not an integer: Serving ignores it
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        for sig, (fn, spec) in serving_functions(model, config, classes).items():
+            archive.add_endpoint(sig, fn, input_signature=spec)
+        archive.write_out(tmp, verbose=False)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        with open(os.path.join(extra, "labels.txt"), "w") as f:
+            f.write("\n".join(classes) + "\n")
+        save_json(os.path.join(extra, "sora_tf.json"), {
+            "model": name, "classes": list(classes), "num_frames": config.num_frames,
+            "image_size": config.image_size, **(info or {})})
+        while True:  # another exporter may take a version number between our look and rename
+            path = os.path.join(model_dir, str(next_version(model_dir)))
+            try:
+                os.rename(tmp, path)
+                break
+            except OSError:
+                if not os.path.exists(path):
+                    raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_models_config(export_root)
+    return path
+
+
+def write_models_config(export_root):
+    """`models.config` for `tensorflow_model_server --model_config_file`, one entry per model
+    folder under `export_root`, with base paths as mounted at /models in the Serving container."""
+    names = sorted(n for n in os.listdir(export_root)
+                   if os.path.isdir(os.path.join(export_root, n))
+                   and any(v.isdigit() for v in os.listdir(os.path.join(export_root, n))))
+    body = "".join(f"  config {{\n    name: '{n}'\n    base_path: '/models/{n}'\n"
+                   f"    model_platform: 'tensorflow'\n  }}\n" for n in names)
+    path = os.path.join(export_root, "models.config")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("model_config_list {\n" + body + "}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def signature_inputs(path, name="serving_default"):
+    """{input name: (dtype enum name, shape with -1 for any)} of a SavedModel signature, the
+    information `saved_model_cli show --dir PATH --signature_def NAME` prints."""
+    _, specs = tf.saved_model.load(path).signatures[name].structured_input_signature
+    return {k: (f"DT_{v.dtype.name.upper()}", [-1 if d is None else d for d in v.shape.as_list()])
+            for k, v in specs.items()}
+
+
+_DTYPES = {"DT_UINT8": ("uint8", 0, 255), "DT_STRING": ("string", None, None)}
+
+
+def check_rest_body(signature_inputs, body):
+    """Check a TF Serving REST predict body against a signature's inputs.
+
+    `signature_inputs`: {name: (dtype enum name, shape with -1 for any)}, as `saved_model_cli
+    show` prints. `body`: {"instances": [...]} (row format: one input, or dicts by name) or
+    {"inputs": ...}. Raises ValueError naming the first mismatch; returns the batch size.
+    """
+    import numpy as np
+
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        raise ValueError('a predict body needs "instances" (row format) or "inputs" (columnar)')
+    rows = body.get("instances", body.get("inputs"))
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("instances must be a non-empty list")
+    if len(signature_inputs) == 1 and not isinstance(rows[0], dict):
+        (name,) = signature_inputs
+        columns = {name: rows}
+    else:
+        columns = {n: [r.get(n) if isinstance(r, dict) else None for r in rows] for n in signature_inputs}
+        extra = set().union(*(r.keys() for r in rows if isinstance(r, dict))) - set(signature_inputs)
+        if extra:
+            raise ValueError(f"unknown input name(s) {sorted(extra)}; the signature has {sorted(signature_inputs)}")
+    for name, (dtype, shape) in signature_inputs.items():
+        kind, lo, hi = _DTYPES.get(dtype, (dtype, None, None))
+        try:
+            value = np.asarray(columns[name], dtype=object if kind == "string" else np.float64)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"input {name!r}: not a rectangular {kind} array ({e})") from None
+        if value.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, value.shape)):
+            raise ValueError(f"input {name!r}: shape {list(value.shape)} does not fit {list(shape)}")
+        if kind == "uint8" and (np.any(value != np.round(value)) or value.min() < lo or value.max() > hi):
+            raise ValueError(f"input {name!r}: values must be integers in [{lo}, {hi}] for uint8")
+        if kind == "string" and not all(isinstance(v, (str, dict)) for v in value.ravel()):
+            raise ValueError(f"input {name!r}: values must be strings (or {{\"b64\": ...}})")
+    return len(rows)

@@ -1,0 +1,206 @@
+"""Export: a versioned SavedModel that plain TensorFlow serves, TFLite files LiteRT runs, and
+each checked against the Keras model."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from sora_tf.cli import main
+from sora_tf.export import saved_model, tflite
+from sora_tf.export.exporter import export_run, load_clips
+from sora_tf.export.runtime import TFLiteStream, load_predictor, predict_videos
+from sora_tf.train.evaluate import run_listing
+from sora_tf.train.run import load_run
+from tests.conftest import shared
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("export"))
+    return root, export_run(tiny_run, root, calibration_clips=8)
+
+
+@pytest.fixture(scope="module")
+def val_clips(tiny_run):
+    model, config, classes, info = load_run(tiny_run)
+    clips, labels = load_clips(run_listing(tiny_run, classes, info), config)
+    return model, clips, classes
+
+
+# Runs in a fresh interpreter that imports only TensorFlow (which itself imports keras in TF
+# 2.21), with sora_tf made unimportable: the SavedModel must not need our code.
+SERVING_CHECK = r"""
+import importlib.abc, json, sys
+
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "sora_tf":
+            raise ImportError("sora_tf is blocked in this process")
+
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+import tensorflow as tf
+path, data = sys.argv[1], np.load(sys.argv[2])
+loaded = tf.saved_model.load(path)
+out = {}
+for name in ("serving_default", "embed", "serving_jpeg"):
+    sig = loaded.signatures[name]
+    arg = "frames_jpeg" if name == "serving_jpeg" else "frames"
+    result = sig(**{arg: tf.constant(data[arg])})
+    out[name] = {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
+                 for k, v in result.items()}
+out["modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "sora_tf")
+print(json.dumps(out))
+"""
+
+
+def test_saved_model_serves_in_plain_tensorflow(exported, val_clips, tmp_path):
+    root, result = exported
+    model, clips, classes = val_clips
+    clips = clips[:4]
+    jpeg = np.array([[cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in c]
+                     for c in clips], dtype="S")  # JPEGs end in FFD9: no NUL padding lost
+    np.savez(tmp_path / "in.npz", frames=clips, frames_jpeg=jpeg)
+    proc = subprocess.run([sys.executable, "-c", SERVING_CHECK, result["saved_model"], str(tmp_path / "in.npz")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    ref = model(clips, training=False)
+    probs = np.array(out["serving_default"]["probabilities"])
+    np.testing.assert_allclose(probs, ref["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(out["embed"]["embedding"], ref["embedding"], atol=1e-4)
+    ids = out["serving_default"]["class_id"]
+    assert ids == np.argmax(ref["probabilities"], 1).tolist()
+    assert out["serving_default"]["class_name"] == [classes[i] for i in ids]
+    # JPEG frames decode in-graph: same answer as Keras on the same decoded frames.
+    import tensorflow as tf
+    decoded = np.stack([[tf.io.decode_jpeg(b).numpy() for b in c] for c in jpeg])
+    np.testing.assert_allclose(out["serving_jpeg"]["probabilities"],
+                               model(decoded, training=False)["probabilities"], atol=1e-5)
+
+
+def test_serving_resizes_like_training(exported, val_clips):
+    _, result = exported
+    model, clips, _ = val_clips
+    big = np.stack([[cv2.resize(f, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST) for f in c] for c in clips[:2]])
+    predictor = load_predictor(result["saved_model"])
+    for clip, original in zip(big, clips[:2]):
+        signature_probs = predictor.signature(frames=clip[None])["probabilities"].numpy()[0]
+        np.testing.assert_allclose(signature_probs, predictor.predict(original), atol=1e-5)
+
+
+def test_versions_increment_and_models_config(exported, tiny_run):
+    root, result = exported
+    assert os.path.basename(result["saved_model"]) == "1"
+    os.makedirs(os.path.join(root, "sora_cls", ".partial-crashed"))
+    second = export_run(tiny_run, root, calibration_clips=4, parity_clips=4, tflite_variants=("float32",))
+    assert os.path.basename(second["saved_model"]) == "2"
+    assert os.path.isfile(os.path.join(result["saved_model"], "saved_model.pb")), "version 1 untouched"
+    config = open(os.path.join(root, "models.config")).read()
+    assert "name: 'sora_cls'" in config and "base_path: '/models/sora_cls'" in config
+
+
+def test_interrupted_export_leaves_no_version(tiny_run, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):  # after the SavedModel is written, before it is renamed into place
+        raise KeyboardInterrupt
+    monkeypatch.setattr(saved_model, "save_json", crash)
+    model, config, classes, _ = load_run(tiny_run)
+    with pytest.raises(KeyboardInterrupt):
+        saved_model.export_saved_model(model, config, classes, str(tmp_path), "sora_cls")
+    assert os.listdir(tmp_path / "sora_cls") == []
+
+
+def test_rest_body_is_checked_against_the_signature(exported, val_clips):
+    _, result = exported
+    inputs = saved_model.signature_inputs(result["saved_model"])
+    _, clips, _ = val_clips
+    assert inputs == {"frames": ("DT_UINT8", [-1, clips.shape[1], -1, -1, 3])}
+    body = json.loads(json.dumps({"instances": clips[:2].tolist()}))
+    assert saved_model.check_rest_body(inputs, body) == 2
+    assert saved_model.check_rest_body(inputs, {"instances": [{"frames": clips[0].tolist()}]}) == 1
+    bad = [({"instances": (clips[:1] / 255.0).tolist()}, "integers in \\[0, 255\\]"),
+           ({"instances": clips[:1, :3].tolist()}, "does not fit"),
+           ({"instances": [{"video": clips[0].tolist()}]}, "unknown input name"),
+           ({"signature_name": "x"}, "instances"),
+           ({"instances": [[[1, 2], [3]]]}, "not a rectangular")]
+    for body, message in bad:
+        with pytest.raises(ValueError, match=message):
+            saved_model.check_rest_body(inputs, body)
+
+
+def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
+    _, result = exported
+    _, _, classes = val_clips
+    assert set(result["tflite"]) == {"float32", "float16", "dynamic", "int8", "stream_float32", "stream_int8"}
+    for path in result["tflite"].values():
+        assert tflite.flex_ops(path) == []
+        assert tflite.read_labels(path)[0] == classes
+        assert zipfile.ZipFile(path).read("labels.txt").decode().split() == classes
+    parity = {p["artifact"]: p for p in result["parity"]}
+    for name in ("saved_model", "tflite_float32", "tflite_stream_float32"):
+        assert parity[name]["top1_agreement"] == 1.0 and parity[name]["max_prob_diff"] < 1e-4, name
+    assert parity["tflite_int8"]["file_bytes"] < parity["tflite_float32"]["file_bytes"]
+
+
+def test_streaming_equals_the_clip_model(exported, val_clips):
+    _, result = exported
+    model, clips, _ = val_clips
+    ref = np.asarray(model(clips, training=False)["probabilities"])
+    stream = TFLiteStream(result["tflite"]["stream_float32"])
+    for clip, expected in zip(clips, ref):
+        np.testing.assert_allclose(stream.run_clip(clip), expected, atol=1e-4)
+    int8 = TFLiteStream(result["tflite"]["stream_int8"])
+    probs = np.stack([int8.run_clip(c) for c in clips])
+    assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(1), 1.0, atol=0.02)
+
+
+def test_predict_gives_the_same_answer_from_every_format(exported, tiny_run, tiny_data, capsys):
+    _, result = exported
+    video = os.path.join(tiny_data, "left", "left_0000.mp4")
+    answers = {}
+    for name, path in (("run", tiny_run), ("saved_model", result["saved_model"]),
+                       ("model_folder", os.path.dirname(result["saved_model"])),
+                       ("float32", result["tflite"]["float32"]), ("stream", result["tflite"]["stream_float32"])):
+        [(_, top)] = predict_videos(load_predictor(path), [video], top_k=2)
+        answers[name] = top
+    for name, top in answers.items():
+        assert top[0][0] == answers["run"][0][0], name
+        assert abs(top[0][1] - answers["run"][0][1]) < 1e-4, name
+    assert main(["predict", "--model", result["tflite"]["int8"], video]) == 0
+    assert video in capsys.readouterr().out
+    with pytest.raises(ValueError, match="expected a run directory"):
+        load_predictor(os.path.join(tiny_data, "manifest.csv"))
+
+
+def _stream_cli(model, source, capsys, *extra):
+    assert main(["stream", "--model", model, source, *extra]) == 0
+    out = capsys.readouterr().out
+    return out, json.loads(out[out.index("{"):])
+
+
+def test_stream_command_on_a_generated_clip(exported, tiny_data, tmp_path, capsys):
+    _, result = exported
+    video = os.path.join(tiny_data, "up", "up_0001.mp4")
+    annotated = str(tmp_path / "annotated.mp4")
+    out, summary = _stream_cli(result["tflite"]["stream_int8"], video, capsys, "--out", annotated)
+    assert summary["frames"] == 16 and summary["p95_ms"] >= summary["median_ms"] > 0
+    assert out.count("frame ") == 16 and "p95" in out
+    assert cv2.VideoCapture(annotated).read()[0]
+    assert main(["stream", "--model", result["tflite"]["stream_int8"], str(tmp_path / "missing.mp4")]) == 1
+    with pytest.raises(ValueError, match="not a streaming model"):
+        TFLiteStream(result["tflite"]["float32"])
+
+
+def test_stream_command_on_real_video(exported, capsys):
+    video = shared("pets09_s2l1", "vtest.avi")
+    _, result = exported
+    _, summary = _stream_cli(result["tflite"]["stream_float32"], video, capsys, "--max-frames", "40", "--every", "2")
+    assert summary["frames"] == 20
