@@ -99,3 +99,9 @@ def test_evaluate_on_other_data(tiny_run, tiny_data, tmp_path):
     shutil.copytree(os.path.join(tiny_data, "up"), other / "up")
     with pytest.raises(ValueError, match="differ from the run's"):
         evaluate(tiny_run, data=str(other))
+
+
+def test_relative_data_path_then_evaluate(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(tiny_data))
+    run = train("sora_cls", os.path.basename(tiny_data), str(tmp_path / "rel"), epochs=1, preset="tiny", verbose=0)
+    assert evaluate(run)["num_clips"] == 7

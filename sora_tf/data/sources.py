@@ -168,7 +168,7 @@ def _probe(path):
 
 def list_clips(source, strict=False, workers=None):
     """A Listing of every usable clip under `source` (a directory or a .csv manifest)."""
-    source = os.fspath(source)
+    source = os.path.abspath(os.fspath(source))  # clip paths come out absolute: runs compare them later
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: data source does not exist")
     if os.path.isdir(source) and is_prepared(source):

@@ -45,8 +45,11 @@ def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
     if data is None:
         split = load_json(os.path.join(run_dir, "split.json"))
         if part == "val":
-            wanted = set(split["val_paths"])
-            return listing.subset([i for i, p in enumerate(listing.paths) if p in wanted])
+            wanted = {os.path.abspath(p) for p in split["val_paths"]}
+            found = [i for i, p in enumerate(listing.paths) if p in wanted]
+            if not found:
+                raise ValueError(f"{run_dir}: none of its {len(wanted)} validation clips is in {source} any more")
+            return listing.subset(found)
         return listing.subset(split["train"])
     return listing
 
