@@ -187,6 +187,34 @@ def bench_input(data, n=280, clip_len=16, size=(64, 64)):
     return [{"label": k, **v} for k, v in rows.items()]
 
 
+def _long_worker(kind, path, clip_len, queue):
+    from sora_tf.data.video import count_frames, read_frames
+
+    t0 = time.perf_counter()
+    if kind == "naive":
+        _naive([path], clip_len, (64, 64))
+    else:
+        read_frames(path, np.linspace(0, count_frames(path) - 1, clip_len).round().astype(int), (64, 64))
+    queue.put({"seconds": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()})
+
+
+def bench_long_video(path, clip_len=16):
+    """One 16-frame clip from a long video: the naive loop (every frame kept in memory) against
+    `read_frames` (streams, keeps only the wanted frames at model size), each in its own process."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for kind in ("naive", "read_frames"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_long_worker, args=(kind, path, clip_len, queue))
+        proc.start()
+        rows.append({"reader": kind, "video": os.path.basename(path), **queue.get(),
+                     "command": f"{COMMAND} --only long --long-video {path}"})
+        proc.join()
+    return rows
+
+
 def bench_train_step(data, steps=20):
     """sora_cls default training step, clips/s: real input (tf.data, decoding) vs one cached
     in-memory batch repeated. Their ratio says whether training is input-bound."""
@@ -315,13 +343,17 @@ def _fmt(v):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="sora_tf.bench", description=__doc__)
-    ap.add_argument("--only", choices=("input", "train", "augment", "tflite", "stream"), action="append")
+    ap.add_argument("--only", choices=("input", "long", "train", "augment", "tflite", "stream"), action="append")
+    ap.add_argument("--long-video", default=os.path.join("..", "shared", "data", "pets09_s2l1", "vtest.avi"),
+                    help="a long video for the memory figure (skipped when absent)")
     ap.add_argument("--data", help="video data for the input and training figures (default: generated)")
     ap.add_argument("--clips", type=int, default=280, help="clips read by each input path")
     ap.add_argument("--export", help="a tflite/<version> folder (default: the newest export of the newest run)")
     args = ap.parse_args(argv)
-    only = set(args.only or ("input", "train", "augment", "tflite", "stream"))
+    only = set(args.only or ("input", "long", "train", "augment", "tflite", "stream"))
     results = {}
+    if "long" in only and os.path.isfile(args.long_video):
+        results["Long video, one clip (memory)"] = bench_long_video(args.long_video)
     if only & {"input", "train"}:
         from sora_tf.data import synthetic
         data = args.data or synthetic.ensure("default")

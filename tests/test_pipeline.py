@@ -129,3 +129,35 @@ def test_crop_views_left_centre_right():
     assert crop_views(tf.constant(clips), 1) is not None
     with pytest.raises(ValueError, match="1 or 3"):
         crop_views(tf.constant(clips), 2)
+
+
+def _write(path, frames, fourcc="MJPG"):
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    color = frames[0].ndim == 3
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (w, h), isColor=color)
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return str(path)
+
+
+def test_odd_videos_flow_through_the_pipeline(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "odd"
+    folder.mkdir(parents=True)
+    _write(folder / "one_frame.avi", [rng.integers(0, 255, (32, 32, 3), np.uint8)])
+    _write(folder / "gray.avi", [rng.integers(0, 255, (24, 40), np.uint8) for _ in range(5)])
+    _write(folder / "tiny_17x9.avi", [rng.integers(0, 255, (9, 17, 3), np.uint8) for _ in range(6)])
+    _write(folder / "uhd.avi", [np.full((2160, 3840, 3), 200, np.uint8) for _ in range(2)])
+    listing = list_clips(str(tmp_path / "data"), strict=True)
+    assert len(listing.paths) == 4 and sorted(listing.counts) == [1, 2, 5, 6]
+    ds = make_dataset(listing.paths, listing.labels, listing.counts, clip_len=4, size=(16, 16),
+                      training=False, batch_size=4)
+    batch = next(iter(ds))
+    assert batch["frames"].shape == (4, 4, 16, 16, 3)
+    padded = dict(zip([os.path.basename(p.decode()) for p in batch["path"].numpy()], batch["padded"].numpy()))
+    assert padded == {"gray.avi": False, "one_frame.avi": True, "tiny_17x9.avi": False, "uhd.avi": True}
+    uhd = batch["frames"].numpy()[[os.path.basename(p.decode()) for p in batch["path"].numpy()].index("uhd.avi")]
+    assert abs(int(uhd.mean()) - 200) <= 3  # resized whole, colour kept
