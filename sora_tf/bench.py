@@ -313,6 +313,17 @@ def bench_stream_sizes(config, sizes=(172,), repeat=200):
 
 
 def write_reports(results, out_md="BENCHMARKS.md", out_json="benchmarks.json"):
+    """Write both reports; sections not run this time are kept from the previous benchmarks.json
+    (each keeps its own `when`), so `--only` refreshes part of the file."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    previous = {}
+    if os.path.isfile(out_json):
+        with open(out_json) as f:
+            previous = {k: v for k, v in json.load(f).items() if k != "meta"}
+    for rows in results.values():
+        for row in rows:
+            row.setdefault("when", when)
+    results = {**previous, **results}
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     with open(out_json + ".tmp", "w") as f:

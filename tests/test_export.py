@@ -139,7 +139,8 @@ def test_rest_body_is_checked_against_the_signature(exported, val_clips):
 def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
     _, result = exported
     _, _, classes = val_clips
-    assert set(result["tflite"]) == {"float32", "float16", "dynamic", "int8", "stream_float32", "stream_int8"}
+    assert set(result["tflite"]) == {"float32", "float16", "dynamic", "int8", "int16x8",
+                                     "stream_float32", "stream_int8", "stream_int16x8"}
     for path in result["tflite"].values():
         assert tflite.flex_ops(path) == []
         assert tflite.read_labels(path)[0] == classes
