@@ -129,12 +129,7 @@ def _prepared(root, clip_len, size):
     return sum(int(b["frames"].shape[0]) for b in ds)
 
 
-def _input_worker(kind, data, n, clip_len, size, prepared_dir, queue):
-    from sora_tf.data.sources import list_clips
-
-    listing = list_clips(data)
-    step = max(1, len(listing.paths) // n)
-    pick = listing.subset(list(range(0, len(listing.paths), step))[:n])
+def _input_worker(kind, pick, clip_len, size, prepared_dir, queue):
     read = sum(int(np.linspace(0, c - 1, clip_len).round()[-1]) + 1 for c in pick.counts)
 
     def run():
@@ -170,13 +165,13 @@ def bench_input(data, n=280, clip_len=16, size=(64, 64)):
     ctx = multiprocessing.get_context("spawn")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        listing = list_clips(data)
+        listing = list_clips(data)  # probed once here; each worker gets the picked clips
         step = max(1, len(listing.paths) // n)
-        prepared_dir = prepare(listing.subset(list(range(0, len(listing.paths), step))[:n]),
-                               os.path.join(tmp, "prepared"), size=max(size))
+        pick = listing.subset(list(range(0, len(listing.paths), step))[:n])
+        prepared_dir = prepare(pick, os.path.join(tmp, "prepared"), size=max(size))
         for kind, label in (("naive", "a"), ("tf.data", "b"), ("prepared", "c"), ("ceiling", "d")):
             queue = ctx.Queue()
-            proc = ctx.Process(target=_input_worker, args=(kind, data, n, clip_len, size, prepared_dir, queue))
+            proc = ctx.Process(target=_input_worker, args=(kind, pick, clip_len, size, prepared_dir, queue))
             proc.start()
             rows[label] = queue.get()
             proc.join()

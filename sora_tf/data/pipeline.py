@@ -15,48 +15,48 @@ from sora_tf.data.video import VideoError, read_frames
 log = logging.getLogger("sora_tf.data")
 
 
+def _eval_stride(last, clip_len, stride):
+    """The eval spacing in frames: `stride` (0: spread over the whole video), at least 1."""
+    full = last / max(clip_len - 1, 1)
+    stride = tf.cast(stride, tf.float32)
+    return tf.maximum(tf.where(stride > 0, tf.minimum(stride, full), full), 1.0)
+
+
 def sample_indices(num_frames, clip_len, training, seed=None, stride_range=1.0, stride=0.0):
     """T frame indices into a video of `num_frames` decoded frames, and whether it was padded.
 
     `stride` is the eval spacing in frames (a frame-rate ratio, see `--fps`); 0 spreads the T
-    frames over the whole video. Eval: that spacing, centred. Training: a random fractional
-    stride between stride/stride_range (at least 1) and the eval stride, and a random start;
-    so training always sees the eval view's temporal scale as well as finer ones. Drawn
-    statelessly from `seed` ([2] int) so a run repeats. A video shorter than T is padded by
-    repeating frames evenly.
+    frames over the whole video. Eval: that spacing, centred (the one view of `view_indices`).
+    Training: a random fractional stride between stride/stride_range (at least 1) and the eval
+    stride, and a random start; so training always sees the eval view's temporal scale as well
+    as finer ones. Drawn statelessly from `seed` ([2] int) so a run repeats. A video shorter
+    than T is padded by repeating frames evenly.
     """
     n = tf.cast(num_frames, tf.int64)
     t = tf.range(clip_len, dtype=tf.int64)
     padded = n < clip_len
-    last = tf.cast(n - 1, tf.float32)
-    full = last / max(clip_len - 1, 1)
-    stride = tf.cast(stride, tf.float32)
-    base = tf.maximum(tf.where(stride > 0, tf.minimum(stride, full), full), 1.0)
-    span = (clip_len - 1) * base
     if not training:
-        start = tf.maximum(last - span, 0.0) / 2
-        picked = tf.round(start + tf.cast(t, tf.float32) * base)
-        if clip_len == 1:
-            picked = tf.round(last / 2) + tf.zeros([1])
+        sampled = view_indices(num_frames, clip_len, 1, stride)[0]
     else:
+        last = tf.cast(n - 1, tf.float32)
+        base = _eval_stride(last, clip_len, stride)
         seeds = tf.random.experimental.stateless_split(seed, 2)
         low = tf.maximum(base / stride_range, 1.0)
         step = tf.random.stateless_uniform([], seeds[0], low, base + 1e-6)
         span = (clip_len - 1) * step
         start = tf.random.stateless_uniform([], seeds[1], 0.0, 1.0) * tf.maximum(last - span, 0.0)
         picked = tf.round(start + tf.cast(t, tf.float32) * step)
-    sampled = tf.minimum(tf.cast(picked, tf.int64), n - 1)
+        sampled = tf.minimum(tf.cast(picked, tf.int64), n - 1)
     return tf.where(padded, tf.minimum(t * n // clip_len, n - 1), sampled), padded
 
 
 def view_indices(num_frames, clip_len, views, stride=0.0):
     """[views, T] indices for multi-view evaluation: `views` windows at the eval stride, spread
-    evenly from the start to the end of the video (they coincide when one window spans it)."""
+    evenly from the start to the end of the video (they coincide when one window spans it);
+    one view is centred."""
     n = tf.cast(num_frames, tf.int64)
     last = tf.cast(n - 1, tf.float32)
-    full = last / max(clip_len - 1, 1)
-    stride = tf.cast(stride, tf.float32)
-    base = tf.maximum(tf.where(stride > 0, tf.minimum(stride, full), full), 1.0)
+    base = _eval_stride(last, clip_len, stride)
     room = tf.maximum(last - (clip_len - 1) * base, 0.0)
     starts = tf.linspace(0.0, 1.0, views) * room if views > 1 else tf.fill([1], room / 2)
     picked = tf.round(starts[:, None] + tf.range(clip_len, dtype=tf.float32)[None] * base)

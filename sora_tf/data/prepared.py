@@ -107,8 +107,8 @@ def _parse(record):
 
 
 def read_records(root, indices, training, seed=0, cache=False):
-    """Dataset of {index, label, jpegs, count, path, stride-index} for the records in `indices`,
-    read with parallel interleave over the shards."""
+    """Dataset of {index, label, jpegs} for the records in `indices`, read with parallel
+    interleave over the shards while training."""
     manifest = load_manifest(root)
     files = [os.path.join(root, s) for s in manifest["shards"]]
     ds = tf.data.Dataset.from_tensor_slices(files)

@@ -13,9 +13,9 @@ import tensorflow as tf
 from sora_tf.atomic import atomic_dir
 from sora_tf.data.pipeline import dataset_for
 from sora_tf.export import saved_model, tflite
-from sora_tf.export.runtime import TFLiteClip, TFLiteStream
+from sora_tf.export.runtime import load_predictor
 from sora_tf.train.checkpoint import save_json
-from sora_tf.train.evaluate import run_listing
+from sora_tf.train.evaluate import source_listing, split_part
 from sora_tf.train.run import load_run
 
 
@@ -45,8 +45,9 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
     model, config, classes, info = load_run(run_dir)
     name = info["model"]
     source = {"run": os.path.abspath(run_dir)}
-    val_clips, val_labels = load_clips(run_listing(run_dir, classes, info), config, parity_clips)
-    calib, _ = load_clips(run_listing(run_dir, classes, info, part="train"), config, calibration_clips)
+    listing = source_listing(classes, info)  # probed once for both parts
+    val_clips, val_labels = load_clips(split_part(run_dir, listing, "val", info["data"]), config, parity_clips)
+    calib, _ = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     parity = [_agreement("keras", reference, reference, val_labels)]
 
@@ -65,12 +66,8 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
         for key, file in paths.items():
             if tflite.flex_ops(file):
                 raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
-            if key.startswith("stream_"):
-                runner = TFLiteStream(file)
-                probs = np.stack([runner.run_clip(c.astype(np.float32)) for c in val_clips])
-            else:
-                runner = TFLiteClip(file)
-                probs = np.stack([runner.predict(c) for c in val_clips])
+            runner = load_predictor(file)  # a clip model, or a streaming one fed frame by frame
+            probs = np.stack([runner.predict(c) for c in val_clips])
             entry = _agreement(f"tflite_{key}", probs, reference, val_labels)
             entry["file_bytes"] = os.path.getsize(file)
             parity.append(entry)

@@ -18,29 +18,35 @@ def _interpreter(path, threads=None):
     return Interpreter(model_path=path, num_threads=threads)
 
 
-class TFLiteClip:
-    """A clip .tflite: `frames` float32 [1, T, S, S, 3] -> probabilities, embedding."""
+class _TFLite:
+    """A .tflite written by export, of the `kind` its spec says (checked)."""
+
+    kind, called = None, None
 
     def __init__(self, path, threads=None):
         self.classes, self.spec = read_labels(path)
-        if self.spec.get("kind") != "clip":
-            raise ValueError(f"{path}: a {self.spec.get('kind')} model, not a clip model")
+        if self.spec.get("kind") != self.kind:
+            raise ValueError(f"{path}: a {self.spec.get('kind')} model, not a {self.called} model")
         self.num_frames, self.image_size = self.spec["num_frames"], self.spec["image_size"]
         self.runner = _interpreter(path, threads).get_signature_runner()
+
+
+class TFLiteClip(_TFLite):
+    """A clip .tflite: `frames` float32 [1, T, S, S, 3] -> probabilities, embedding."""
+
+    kind, called = "clip", "clip"
 
     def predict(self, clip):
         return self.runner(frames=np.asarray(clip, np.float32)[None])["probabilities"][0]
 
 
-class TFLiteStream:
+class TFLiteStream(_TFLite):
     """A streaming .tflite: one frame [1, S, S, 3] and the `state_*` tensors per call."""
 
+    kind, called = "stream", "streaming"
+
     def __init__(self, path, threads=None):
-        self.classes, self.spec = read_labels(path)
-        if self.spec.get("kind") != "stream":
-            raise ValueError(f"{path}: a {self.spec.get('kind')} model, not a streaming model")
-        self.num_frames, self.image_size = self.spec["num_frames"], self.spec["image_size"]
-        self.runner = _interpreter(path, threads).get_signature_runner()
+        super().__init__(path, threads)
         self.reset()
 
     def reset(self):

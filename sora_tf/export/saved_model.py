@@ -16,7 +16,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from sora_tf.train.checkpoint import save_json
+from sora_tf.train.checkpoint import atomic_write, save_json
 
 SIGNATURES = ("serving_default", "embed", "serving_jpeg")
 
@@ -111,10 +111,11 @@ def write_models_config(export_root):
     body = "".join(f"  config {{\n    name: '{n}'\n    base_path: '/models/{n}'\n"
                    f"    model_platform: 'tensorflow'\n  }}\n" for n in names)
     path = os.path.join(export_root, "models.config")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("model_config_list {\n" + body + "}\n")
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write("model_config_list {\n" + body + "}\n")
+    atomic_write(path, write)
     return path
 
 

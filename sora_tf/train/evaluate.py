@@ -36,22 +36,31 @@ def predict_views(model, ds, crops):
     return np.concatenate(labels), np.concatenate(probs)
 
 
-def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
-    """The clips of a run's split `part` ("train" or "val"), or all clips of `data` if given."""
+def source_listing(classes, info, data=None, strict=False):
+    """All clips of `data`, or of the run's own data, checked against the run's classes."""
     source = data or info["data"]
     listing = list_clips(source, strict=strict)
     if listing.classes != classes:
         raise ValueError(f"{source}: classes {listing.classes} differ from the run's {classes}")
-    if data is None:
-        split = load_json(os.path.join(run_dir, "split.json"))
-        if part == "val":
-            wanted = {os.path.abspath(p) for p in split["val_paths"]}
-            found = [i for i, p in enumerate(listing.paths) if p in wanted]
-            if not found:
-                raise ValueError(f"{run_dir}: none of its {len(wanted)} validation clips is in {source} any more")
-            return listing.subset(found)
-        return listing.subset(split["train"])
     return listing
+
+
+def split_part(run_dir, listing, part, source):
+    """The clips of the run's split `part` ("train" or "val") within `listing` (of `source`)."""
+    split = load_json(os.path.join(run_dir, "split.json"))
+    if part == "train":
+        return listing.subset(split["train"])
+    wanted = {os.path.abspath(p) for p in split["val_paths"]}
+    found = [i for i, p in enumerate(listing.paths) if p in wanted]
+    if not found:
+        raise ValueError(f"{run_dir}: none of its {len(wanted)} validation clips is in {source} any more")
+    return listing.subset(found)
+
+
+def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
+    """The clips of a run's split `part` ("train" or "val"), or all clips of `data` if given."""
+    listing = source_listing(classes, info, data, strict)
+    return listing if data is not None else split_part(run_dir, listing, part, info["data"])
 
 
 def evaluate(run_dir, data=None, strict=False):
