@@ -60,6 +60,20 @@ def parser():
     p.add_argument("--shard-clips", type=int, default=64, help="clips per shard")
     p.add_argument("--strict", action="store_true")
 
+    p = sub.add_parser("generate", help="write clips sampled from a generative model as video files")
+    p.add_argument("--model", required=True, help="run directory or SavedModel export of sora_vaegan")
+    p.add_argument("--class", dest="class_name", help="class to generate (default: every class)")
+    p.add_argument("--n", type=int, default=8, help="clips per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=int, default=12)
+    p.add_argument("--out", required=True, help="output folder: <out>/<class>/*.mp4")
+
+    p = sub.add_parser("anomaly", help="per-clip anomaly scores from a generative run")
+    p.add_argument("--model", required=True, help="run directory of sora_vaegan")
+    p.add_argument("videos", nargs="*")
+    p.add_argument("--data", help="instead of videos: AUROC over every clip of this data the run did "
+                                  "not train on (the run's classes normal, other classes anomalous)")
+
     p = sub.add_parser("make-data", help="build the generated default dataset")
     p.add_argument("--variant", choices=("tiny", "default"), default="default")
     p.add_argument("--seed", type=int, default=0)
@@ -72,7 +86,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"sora_tf {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -89,17 +103,36 @@ def _run(args):
         print(prepare(list_clips(args.data, strict=args.strict), args.out, args.size, args.shard_clips,
                       args.quality))
     elif args.command == "train":
-        from sora_tf.train.evaluate import evaluate
+        from sora_tf.train.evaluate import describe, evaluate
         from sora_tf.train.run import run_summary, train
         run = train(args.model, args.data, args.out, args.epochs, args.sets, args.preset,
                     args.resume, args.strict)
         metrics = evaluate(run, strict=args.strict)
-        print(f"validation accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}")
+        print(describe(metrics))
         print(run_summary(run))
     elif args.command == "evaluate":
-        from sora_tf.train.evaluate import evaluate
-        metrics = evaluate(args.run, args.data, args.strict)
-        print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "num_clips")}, indent=2))
+        from sora_tf.train.evaluate import describe, evaluate
+        print(describe(evaluate(args.run, args.data, args.strict)))
+    elif args.command == "generate":
+        from sora_tf.train.generative import generate
+        for path in generate(args.model, args.out, args.class_name, args.n, args.seed, args.fps):
+            print(path)
+    elif args.command == "anomaly":
+        from sora_tf.train.generative import anomaly_auroc, anomaly_scores
+        if args.data:
+            print(json.dumps(anomaly_auroc(args.model, args.data), indent=2))
+            return 0
+        if not args.videos:
+            raise ValueError("give video files, or --data for an AUROC")
+        failed = 0
+        for video, result in anomaly_scores(args.model, args.videos):
+            if isinstance(result, str):
+                failed += 1
+                print(f"{video}: error: {result}", file=sys.stderr)
+            else:
+                print(f"{video}: score {result['score']:.5f}  reconstruction {result['reconstruction']:.5f}"
+                      f"  kl {result['kl']:.4f}")
+        return 1 if failed else 0
     elif args.command == "predict":
         from sora_tf.export.runtime import load_predictor, predict_videos
         failed = 0

@@ -119,6 +119,28 @@ def test_csv_group_column_and_grouped_run_split(tiny_data, tmp_path):
         make_split(list_clips(tiny_data), Config(split="grouped"))
 
 
+def test_manifest_split_column_is_the_run_split(tiny_data, tmp_path):
+    from sora_tf.models.sora_cls import Config
+    from sora_tf.train.run import make_split
+
+    rows = list(csv.DictReader(open(os.path.join(tiny_data, "manifest.csv"))))
+    manifest = tmp_path / "split.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split"])
+        for i, r in enumerate(rows):
+            writer.writerow([os.path.join(tiny_data, r["path"]), r["label"], "val" if i % 3 == 0 else "train"])
+    listing = list_clips(str(manifest))
+    split = make_split(listing, Config())
+    assert split["method"] == "manifest"
+    assert split["val"] == list(range(0, len(rows), 3))
+    assert listing.subset(split["val"]).splits == ["val"] * len(split["val"])
+    with open(manifest, "a") as f:
+        f.write(f"{os.path.join(tiny_data, rows[0]['path'])},{rows[0]['label']},test\n")
+    with pytest.raises(ValueError, match="'train' or 'val', not \\['test'\\]"):
+        list_clips(str(manifest))
+
+
 def test_fight_surv_split_is_grouped_by_source():
     data = shared("fight_surv")
     from sora_tf.models.sora_cls import Config

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.data.video import VideoError, read_frames
+from sora_tf.data.video import VideoError, count_frames, read_frames
 
 log = logging.getLogger("sora_tf.data")
 
@@ -48,6 +48,12 @@ def sample_indices(num_frames, clip_len, training, seed=None, stride_range=1.0, 
         picked = tf.round(start + tf.cast(t, tf.float32) * step)
         sampled = tf.minimum(tf.cast(picked, tf.int64), n - 1)
     return tf.where(padded, tf.minimum(t * n // clip_len, n - 1), sampled), padded
+
+
+def eval_clip(path, clip_len, size):
+    """uint8 [T, H, W, 3]: the eval view of one video file, as `predict` and `anomaly` read it."""
+    indices, _ = sample_indices(count_frames(path), clip_len, training=False)
+    return read_frames(path, indices.numpy(), size)
 
 
 def view_indices(num_frames, clip_len, views, stride=0.0):

@@ -37,6 +37,7 @@ class Listing:
     fps: list = None  # container frame rate per clip, 0.0 when unknown
     prepared: str = None  # the prepared folder these clips are read from, if any
     records: list = None  # their record indices there
+    splits: list = None  # "train" or "val" per clip, from a manifest's `split` column
 
     def strides(self, fps):
         """Per-clip eval spacing in frames for sampling at `fps` (0: over the whole video)."""
@@ -60,6 +61,7 @@ class Listing:
             [self.groups[i] for i in indices] if self.groups else None,
             [self.fps[i] for i in indices] if self.fps else None,
             self.prepared, [self.records[i] for i in indices] if self.records else None,
+            [self.splits[i] for i in indices] if self.splits else None,
         )
 
 
@@ -147,6 +149,19 @@ def _from_csv(path):
     return items, classes
 
 
+def _csv_splits(path):
+    """{clip path: "train" or "val"} from a manifest's optional `split` column, else None."""
+    base = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if "split" not in rows[0]:
+        return None
+    bad = sorted({r["split"] for r in rows} - {"train", "val"})
+    if bad:
+        raise ValueError(f"{path}: the split column takes 'train' or 'val', not {bad}")
+    return {os.path.join(base, r["path"]): r["split"] for r in rows}
+
+
 def _from_prepared(root):
     manifest = load_manifest(root)
     clips = manifest["clips"]
@@ -200,4 +215,8 @@ def list_clips(source, strict=False, workers=None):
         listing.skipped.append((path, reason))
     if not listing.paths:
         raise ValueError(f"{source}: no usable video files ({len(listing.skipped)} skipped)")
+    csv_path = source if source.endswith(".csv") else os.path.join(source, "manifest.csv")
+    splits = _csv_splits(csv_path) if os.path.isfile(csv_path) else None
+    if splits:
+        listing.splits = [splits[p] for p in listing.paths]
     return listing

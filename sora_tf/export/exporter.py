@@ -10,27 +10,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from sora_tf import models
 from sora_tf.atomic import atomic_dir
-from sora_tf.data.pipeline import dataset_for
-from sora_tf.export import saved_model, tflite
+from sora_tf.export import generative, saved_model, tflite
 from sora_tf.export.runtime import load_predictor
 from sora_tf.train.checkpoint import save_json
-from sora_tf.train.evaluate import source_listing, split_part
+from sora_tf.train.evaluate import load_clips, source_listing, split_part
 from sora_tf.train.run import load_run
-
-
-
-def load_clips(listing, config, limit=None):
-    """(uint8 clips [N, T, S, S, 3], labels) with eval sampling; `limit` spreads over the list."""
-    if limit and len(listing.paths) > limit:
-        listing = listing.subset(np.linspace(0, len(listing.paths) - 1, limit).round().astype(int).tolist())
-    ds = dataset_for(listing, clip_len=config.num_frames, size=(config.image_size,) * 2,
-                     training=False, batch_size=16)
-    clips, labels = [], []
-    for batch in ds:
-        clips.append(batch["frames"].numpy())
-        labels.append(batch["label"].numpy())
-    return np.concatenate(clips), np.concatenate(labels)
 
 
 def _agreement(name, probs, reference, labels):
@@ -47,7 +33,10 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
     source = {"run": os.path.abspath(run_dir)}
     listing = source_listing(classes, info)  # probed once for both parts
     val_clips, val_labels = load_clips(split_part(run_dir, listing, "val", info["data"]), config, parity_clips)
-    calib, _ = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
+    calib, calib_labels = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
+    if getattr(models.get(name), "TASK", "classify") == "generate":
+        return generative.export_generative(model, config, classes, run_dir, root, name,
+                                            (val_clips, val_labels), (calib, calib_labels))
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     parity = [_agreement("keras", reference, reference, val_labels)]
 
@@ -77,6 +66,8 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
 
 
 def parity_table(parity):
+    if parity and "top1_agreement" not in parity[0]:
+        return generative.parity_table(parity)
     lines = [f"{'artifact':24} {'clips':>5} {'top1 agree':>10} {'max |dp|':>9} {'accuracy':>8} {'bytes':>9}"]
     for p in parity:
         lines.append(f"{p['artifact']:24} {p['num_clips']:5d} {p['top1_agreement']:10.4f} "

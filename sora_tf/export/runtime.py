@@ -120,14 +120,12 @@ def load_predictor(path, threads=None):
 
 def predict_videos(predictor, videos, top_k=3):
     """[(video, [(class, probability), ...] or an error string)], eval sampling per video."""
-    from sora_tf.data.pipeline import sample_indices
-    from sora_tf.data.video import count_frames, read_frames
+    from sora_tf.data.pipeline import eval_clip
 
     results = []
     for video in videos:
         try:
-            indices, _ = sample_indices(count_frames(video), predictor.num_frames, training=False)
-            clip = read_frames(video, indices.numpy(), (predictor.image_size,) * 2)
+            clip = eval_clip(video, predictor.num_frames, (predictor.image_size,) * 2)
         except (ValueError, OSError) as e:
             results.append((video, str(e)))
             continue

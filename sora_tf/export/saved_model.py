@@ -27,7 +27,7 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
-def _preprocess(frames, config):
+def preprocess(frames, config):
     """uint8 [B, T, h, w, 3] -> float32 [B, T, S, S, 3] in [0, 255] at the model's size S."""
     s = config.image_size
     shape = tf.shape(frames)
@@ -45,7 +45,7 @@ def serving_functions(model, config, classes):
     names = tf.constant(classes)
 
     def classify(x):
-        out = model(_preprocess(x, config), training=False)
+        out = model(preprocess(x, config), training=False)
         class_id = tf.argmax(out["probabilities"], axis=-1)
         return {"probabilities": out["probabilities"], "class_id": class_id,
                 "class_name": tf.gather(names, class_id), "embedding": out["embedding"]}
@@ -54,7 +54,7 @@ def serving_functions(model, config, classes):
         return classify(frames)
 
     def embed(frames):
-        return {"embedding": model(_preprocess(frames, config), training=False)["embedding"]}
+        return {"embedding": model(preprocess(frames, config), training=False)["embedding"]}
 
     def serving_jpeg(frames_jpeg):
         flat = tf.reshape(frames_jpeg, [-1])
@@ -69,15 +69,16 @@ def serving_functions(model, config, classes):
             "serving_jpeg": (serving_jpeg, [tf.TensorSpec([None, t], tf.string, name="frames_jpeg")])}
 
 
-def export_saved_model(model, config, classes, export_root, name, info=None):
-    """Write `export_root/name/<next version>/` atomically; returns its path."""
+def export_saved_model(model, config, classes, export_root, name, info=None, functions=None):
+    """Write `export_root/name/<next version>/` atomically; returns its path. `functions`:
+    {signature: (fn, input_signature)}, by default the clip model's `serving_functions`."""
     model_dir = os.path.join(export_root, name)
     os.makedirs(model_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".partial-", dir=model_dir)  # not an integer: Serving ignores it
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        for sig, (fn, spec) in serving_functions(model, config, classes).items():
+        for sig, (fn, spec) in (functions or serving_functions(model, config, classes)).items():
             archive.add_endpoint(sig, fn, input_signature=spec)
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")

@@ -53,6 +53,7 @@ class Config:
     eval_crops: int = 3  # ... times spatial crops, softmax averaged
     patience: int = 12
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
+    init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
     # Augmentation (one draw per clip). Mild by default: on the generated data, strong
     # geometry + colour jitter slowed learning about twofold in a 6-epoch A/B.
     aug_zoom: float = 0.1

@@ -40,10 +40,11 @@ class RunCheckpoint(keras.callbacks.Callback):
     `best.keras` (the bare model, for evaluate/predict/export) when the monitored metric improves.
     """
 
-    def __init__(self, run_dir, core, monitor="val_accuracy", best=None):
+    def __init__(self, run_dir, core, monitor="val_accuracy", best=None, save_trainer=True):
         super().__init__()
         self.run_dir, self.core, self.monitor = run_dir, core, monitor
         self.best = best
+        self.save_trainer = save_trainer  # False: the model trains itself; last.keras is core
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -52,7 +53,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
             atomic_write(os.path.join(self.run_dir, "best.keras"), self.core.save)
-        atomic_write(os.path.join(self.run_dir, "last.keras"), self.model.save)
+        atomic_write(os.path.join(self.run_dir, "last.keras"),
+                     self.model.save if self.save_trainer else self.core.save)
         save_json(os.path.join(self.run_dir, "state.json"),
                   {"epoch": epoch, "best": self.best, "monitor": self.monitor,
                    "best_epoch": epoch if improved else self._best_epoch()})

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from sora_tf import models
 from sora_tf.data.pipeline import DecodeFailures, crop_views, dataset_for
 from sora_tf.data.sources import list_clips
 from sora_tf.train.checkpoint import load_json, save_json
@@ -22,6 +23,19 @@ def predict_dataset(model, ds):
         labels.append(batch["label"].numpy())
         paths.extend(p.decode() for p in batch["path"].numpy())
     return np.concatenate(labels), np.concatenate(probs), paths
+
+
+def load_clips(listing, config, limit=None):
+    """(uint8 clips [N, T, S, S, 3], labels) with eval sampling; `limit` spreads over the list."""
+    if limit and len(listing.paths) > limit:
+        listing = listing.subset(np.linspace(0, len(listing.paths) - 1, limit).round().astype(int).tolist())
+    ds = dataset_for(listing, clip_len=config.num_frames, size=(config.image_size,) * 2,
+                     training=False, batch_size=16, strides=listing.strides(config.fps))
+    clips, labels = [], []
+    for batch in ds:
+        clips.append(batch["frames"].numpy())
+        labels.append(batch["label"].numpy())
+    return np.concatenate(clips), np.concatenate(labels)
 
 
 def predict_views(model, ds, crops):
@@ -65,6 +79,9 @@ def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
 
 def evaluate(run_dir, data=None, strict=False):
     """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
+    if getattr(models.get(load_json(os.path.join(run_dir, "run.json"))["model"]), "TASK", "") == "generate":
+        from sora_tf.train.generative import evaluate_generative
+        return evaluate_generative(run_dir, data, strict)
     model, config, classes, info = load_run(run_dir)
     listing = run_listing(run_dir, classes, info, data, strict=strict)
     failures = DecodeFailures()
@@ -88,3 +105,11 @@ def evaluate(run_dir, data=None, strict=False):
     if os.path.isfile(history):
         plot_history(history, os.path.join(run_dir, "training_curves.png"))
     return metrics
+
+
+def describe(metrics):
+    """The lines `train` and `evaluate` print."""
+    if "judge" in metrics:
+        from sora_tf.train.generative import summary_lines
+        return summary_lines(metrics)
+    return f"validation accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"

@@ -21,7 +21,7 @@ from sora_tf.data.augment import ClipAugment
 from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sources import list_clips
 from sora_tf.data.split import grouped_split, stratified_split
-from sora_tf.train.checkpoint import RunCheckpoint, load_json, save_json
+from sora_tf.train.checkpoint import RunCheckpoint, atomic_write, load_json, save_json
 
 log = logging.getLogger("sora_tf.train")
 
@@ -79,9 +79,17 @@ def _datasets(config, listing, split, failures):
 
 
 def make_split(listing, config):
-    """split.json's content: grouped when the data has groups (or `split=grouped`), else stratified."""
+    """split.json's content: the manifest's own `split` column when it has one, else grouped when
+    the data has groups (or `split=grouped`), else stratified."""
     method = config.split if config.split != "auto" else ("grouped" if listing.groups else "stratified")
-    if method == "grouped":
+    if listing.splits:
+        method = "manifest"
+        tr = [i for i, s in enumerate(listing.splits) if s == "train"]
+        va = [i for i, s in enumerate(listing.splits) if s == "val"]
+        if not tr or not va:
+            raise ValueError("the manifest's split column needs both 'train' and 'val' clips")
+        log.info("split from the manifest's split column: %d train, %d val", len(tr), len(va))
+    elif method == "grouped":
         if not listing.groups:
             raise ValueError("split=grouped needs groups: a 'group' column in the CSV manifest or a videos.txt")
         tr, va = grouped_split(listing.labels, listing.groups, config.val_fraction, config.seed)
@@ -92,6 +100,140 @@ def make_split(listing, config):
     if listing.groups:
         split["val_groups"] = sorted({listing.groups[i] for i in va})
     return split
+
+
+def init_frame_cnn(core, run_dir):
+    """Copy the frame CNN stages of a generative run's encoder into `core`'s frame CNN where
+    layer names and weight shapes match (the sora_vaegan encoder is the sora_cls frame CNN
+    without its Dense head); returns the names of the layers copied."""
+    source = load_run(run_dir)[0]
+    if not hasattr(source, "encoder"):
+        raise ValueError(f"init_frame_cnn={run_dir}: not a run with an encoder")
+    source = source.encoder.get_layer("frame_features").layer
+    target = core.get_layer("frame_features").layer
+    copied = []
+    for layer in source.layers:
+        names = [l.name for l in target.layers]
+        if layer.weights and layer.name in names:
+            twin = target.get_layer(layer.name)
+            if [tuple(w.shape) for w in twin.weights] == [tuple(w.shape) for w in layer.weights]:
+                twin.set_weights(layer.get_weights())
+                copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"init_frame_cnn={run_dir}: no frame CNN layer matches in name and shape")
+    return copied
+
+
+def _fit_classifier(module, model_name, config, out, train_ds, val_ds, steps, resuming, verbose):
+    """fit() an augmenting trainer around the model; best.keras is the bare model at best val_accuracy."""
+    if resuming:
+        trainer = keras.saving.load_model(os.path.join(out, "last.keras"))
+        state = load_json(os.path.join(out, "state.json"))
+        initial_epoch, best = state["epoch"] + 1, state["best"]
+        core = trainer.get_layer(model_name)
+        log.info("resuming %s from epoch %d", out, initial_epoch + 1)
+    else:
+        core = module.build(config)
+        if getattr(config, "init_frame_cnn", ""):
+            copied = init_frame_cnn(core, config.init_frame_cnn)
+            log.info("frame CNN layers %s initialised from %s", ", ".join(copied), config.init_frame_cnn)
+        trainer = trainer_for(core, config)
+        compile_trainer(trainer, config, steps)
+        initial_epoch, best = 0, None
+    callbacks = [
+        RunCheckpoint(out, core, best=best),
+        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
+        keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
+        keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max"),
+    ]
+    if initial_epoch < config.epochs:
+        trainer.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
+                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+
+
+class _SaveAfter(keras.callbacks.Callback):
+    """Save the model (atomically) once `epochs` epochs are done."""
+
+    def __init__(self, epochs, path):
+        super().__init__()
+        self.epochs, self.path = epochs, path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            atomic_write(self.path, self.model.save)
+
+
+def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, resuming, verbose):
+    """fit() a model with its own train_step (and optimizers); best.keras at best val_psnr.
+
+    Under `mixed_precision=true` the layers compute in float16 (outputs and losses in float32).
+    """
+    policy = keras.mixed_precision.global_policy().name
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        if resuming:
+            model = keras.saving.load_model(os.path.join(out, "last.keras"))
+            state = load_json(os.path.join(out, "state.json"))
+            initial_epoch, best = state["epoch"] + 1, state["best"]
+            log.info("resuming %s from epoch %d", out, initial_epoch + 1)
+        else:
+            model = module.build(config)
+            initial_epoch, best = 0, None
+            if config.gan and config.gan_warmup:
+                warm = os.path.join(out, "vae_only", f"epoch{config.gan_warmup}.keras")
+                vae = keras.saving.load_model(warm)
+                model.encoder.set_weights(vae.encoder.get_weights())
+                model.decoder.set_weights(vae.decoder.get_weights())
+                initial_epoch = config.gan_warmup
+                log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
+            model.compile(decay_steps=(config.epochs - initial_epoch) * steps)
+        callbacks = [
+            RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False),
+            keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
+            keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        if config.snapshot_epoch:
+            callbacks.append(_SaveAfter(config.snapshot_epoch, os.path.join(out, f"epoch{config.snapshot_epoch}.keras")))
+        if initial_epoch < config.epochs:
+            model.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
+                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    if model.stop_training:
+        raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
+
+
+def _as_sets(config):
+    """--set strings that rebuild `config` on any preset."""
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    return [f"{k}={text(v)}" for k, v in dataclasses.asdict(config).items()]
+
+
+def _train_companions(model_name, config, data, out, preset, strict, verbose):
+    """What a generative run is measured with and starts from, trained into its folder (each
+    resumes if begun): `judge/`, a sora_cls on the same data, clip length, frame size and split
+    (unless `judge_run`), and `vae_only/`, the same model and data without the discriminator,
+    for `epochs` (when `compare_vae`) or just the GAN's `gan_warmup` epochs.
+    """
+    def run(name, sub, sets, epochs=None):
+        path = os.path.join(out, sub)
+        state = os.path.join(path, "state.json")
+        if not (os.path.isfile(state) and load_json(state).get("finished")):
+            log.info("training %s into %s", name, path)
+            train(name, data, path, epochs, sets, preset, os.path.isfile(os.path.join(path, "last.keras")),
+                  strict, verbose)
+        return os.path.abspath(path)
+
+    judge = config.judge_run or run("sora_cls", "judge", [f"{k}={getattr(config, k)}" for k in (
+        "num_frames", "image_size", "val_fraction", "split", "seed", "fps")], config.judge_epochs)
+    if config.gan and (config.compare_vae or config.gan_warmup):
+        # The VAE alone: for comparison (all epochs), and for the GAN's warm-up (its first epochs).
+        epochs = config.epochs if config.compare_vae else config.gan_warmup
+        run(model_name, "vae_only", _as_sets(config) + [
+            "gan=false", "compare_vae=false", f"judge_run={judge}", f"epochs={epochs}",
+            f"snapshot_epoch={config.gan_warmup}"])
 
 
 def default_run_dir(model_name):
@@ -106,6 +248,10 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
     resuming = resume and os.path.isfile(os.path.join(out, "last.keras"))
     if resume and not resuming:
         raise FileNotFoundError(f"--resume: {out}/last.keras does not exist")
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {epochs}")
+        sets = [*sets, f"epochs={epochs}"]  # with the other overrides, so they validate together
     if resuming:
         saved = load_json(os.path.join(out, "run.json"))
         config = from_dict(module.Config, load_json(os.path.join(out, "config.json")))
@@ -117,14 +263,10 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
         base = module.Config.tiny() if preset == "tiny" else module.Config()
         data = resolve_data(data, preset)
         config = override(base, sets)
-    if epochs is not None:
-        if epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {epochs}")
-        config = dataclasses.replace(config, epochs=epochs)
 
     listing = list_clips(data, strict=strict)
     config = dataclasses.replace(config, num_classes=len(listing.classes))
-    if config.aug_flip and _data_flags(data).get("hflip_changes_label"):
+    if getattr(config, "aug_flip", False) and _data_flags(data).get("hflip_changes_label"):
         log.info("%s says a horizontal flip changes the label: flip augmentation off", data)
         config = dataclasses.replace(config, aug_flip=False)
     config.validate()
@@ -142,27 +284,15 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
     failures = DecodeFailures()
     train_ds, val_ds, n_train = _datasets(config, listing, split, failures)
     steps = max(1, n_train // config.batch_size)
-    if resuming:
-        trainer = keras.saving.load_model(os.path.join(out, "last.keras"))
-        state = load_json(os.path.join(out, "state.json"))
-        initial_epoch, best = state["epoch"] + 1, state["best"]
-        core = trainer.get_layer(model_name)
-        log.info("resuming %s from epoch %d", out, initial_epoch + 1)
-    else:
-        core = module.build(config)
-        trainer = trainer_for(core, config)
-        compile_trainer(trainer, config, steps)
-        initial_epoch, best = 0, None
-    callbacks = [
-        RunCheckpoint(out, core, best=best),
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
-        keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max"),
-    ]
-    if initial_epoch < config.epochs:
-        verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
-        trainer.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
-                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    verbose = verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+    generative = getattr(module, "TASK", "classify") == "generate"
+    if generative:  # first, as the GAN starts from the vae_only twin's warm-up epochs
+        _train_companions(model_name, config, data, out, preset, strict, verbose)
+    fit = _fit_generative if generative else _fit_classifier
+    fit(module, model_name, config, out, train_ds, val_ds, steps, resuming, verbose)
+    state = os.path.join(out, "state.json")
+    if os.path.isfile(state):
+        save_json(state, {**load_json(state), "finished": True})
     report = listing.summary()
     report["decode_failures"] = [{"path": p, "reason": r} for p, r in failures.paths]
     report["skipped"] += len(failures.paths)
@@ -185,8 +315,10 @@ def load_run(run_dir):
 
 
 def run_summary(run_dir):
+    """The run's main files that exist, as JSON."""
     return json.dumps({k: os.path.join(run_dir, v) for k, v in (
         ("run", ""), ("metrics", "metrics.json"), ("confusion_matrix", "confusion_matrix.png"),
-        ("training_curves", "training_curves.png"), ("tensorboard", "tb"))}, indent=2)
+        ("training_curves", "training_curves.png"), ("tensorboard", "tb"))
+        if os.path.exists(os.path.join(run_dir, v))}, indent=2)
 
 

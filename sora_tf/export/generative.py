@@ -1,0 +1,171 @@
+"""Export of a generative run (sora_vaegan): SavedModel signatures and TFLite encoder/decoder.
+
+SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized inside):
+- `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, g, g, C].
+- `decode`: `z` [B, g, g, C] float32 and `class_id` [B] int32 -> `frames` uint8 [B, T, S, S, 3].
+- `generate`: `class_id` [B] int32 and `seed` [B, 2] int32 -> `frames`: z drawn from the prior,
+  statelessly from the seed (the same seed gives the same clip).
+- `reconstruct`: `frames` -> `frames`, decoded from z_mean (class unknown: the mean class input).
+- `anomaly_score`: `frames` -> `score`, `reconstruction`, `kl` per clip (see `anomaly_scores`).
+For a model trained without classes, `class_id` is accepted and ignored.
+
+TFLite (builtins only, batch 1, LSTMs unrolled; see `tflite.py` for why): `decoder_float32`
+and `decoder_int8` take `z` [1, g, g, C] and `label` [1, K] one-hot float32 (an input named
+`class` converts without a signature) and give `frames`
+float32 [1, T, S, S, 3] in [0, 255]; `encoder_float32` and `encoder_int8` take `frames` float32
+in [0, 255] and give `z_mean` and `z_log_var`.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from sora_tf.atomic import atomic_dir
+from sora_tf.export import saved_model, tflite
+from sora_tf.models import sora_vaegan
+from sora_tf.train.checkpoint import save_json
+
+TFLITE_VARIANTS = ("float32", "int8")
+
+
+def serving_functions(model, config):
+    t, s, k = config.num_frames, config.image_size, config.num_classes
+
+    def labels_or_none(class_id):
+        return class_id if config.conditional else None
+
+    def to_uint8(frames):
+        return tf.cast(tf.clip_by_value(tf.round(frames * 255.0), 0, 255), tf.uint8)
+
+    def encode(frames):
+        q = model.encoder(saved_model.preprocess(frames, config), training=False)
+        return {"z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
+
+    def decode(z, class_id):
+        return {"frames": to_uint8(model.decoder(model.decoder_inputs(z, labels_or_none(class_id)),
+                                                 training=False))}
+
+    def generate(class_id, seed):
+        z = tf.map_fn(lambda sd: tf.random.stateless_normal(config.latent_shape, sd), seed,
+                      fn_output_signature=tf.float32)
+        return decode(z, class_id)
+
+    def reconstruct(frames):
+        return {"frames": to_uint8(model.reconstruct(saved_model.preprocess(frames, config)))}
+
+    def anomaly_score(frames):
+        x = saved_model.preprocess(frames, config)
+        rec, kl = model.anomaly_score(x)
+        pixels = float(np.prod(x.shape[1:]))
+        return {"score": rec + config.kl_weight * kl * float(np.prod(config.latent_shape)) / pixels,
+                "reconstruction": rec, "kl": kl}
+
+    frames = tf.TensorSpec([None, t, None, None, 3], tf.uint8, name="frames")
+    z = tf.TensorSpec([None, *config.latent_shape], tf.float32, name="z")
+    class_id = tf.TensorSpec([None], tf.int32, name="class_id")
+    return {"encode": (encode, [frames]), "decode": (decode, [z, class_id]),
+            "generate": (generate, [class_id, tf.TensorSpec([None, 2], tf.int32, name="seed")]),
+            "reconstruct": (reconstruct, [frames]), "anomaly_score": (anomaly_score, [frames])}
+
+
+def tflite_functions(model):
+    """{name: tf.function} of the unrolled encoder and decoder, batch 1."""
+    config = model.config
+    unrolled = sora_vaegan.build(dataclasses.replace(config, unroll=True))
+    unrolled.set_weights(model.get_weights())
+    s, t = config.image_size, config.num_frames
+    frames = tf.TensorSpec([1, t, s, s, 3], tf.float32, name="frames")
+    specs = {"z": tf.TensorSpec([1, *config.latent_shape], tf.float32, name="z")}
+    if config.conditional:
+        specs["label"] = tf.TensorSpec([1, config.num_classes], tf.float32, name="label")
+
+    @tf.function(input_signature=[{"frames": frames}])
+    def encoder(inputs):
+        return unrolled.encoder(inputs["frames"], training=False)
+
+    @tf.function(input_signature=[specs])
+    def decoder(inputs):
+        named = {"z": inputs["z"], **({"class": inputs["label"]} if "label" in inputs else {})}
+        return {"frames": unrolled.decoder(named, training=False) * 255.0}
+    return unrolled, {"encoder": encoder, "decoder": decoder}
+
+
+def _decoder_inputs(model, clips, labels):
+    """Decoder inputs per clip: posterior means with their classes, and as many prior draws."""
+    config = model.config
+    z = np.asarray(model.encoder(clips, training=False)["z_mean"])
+    z = np.concatenate([z, np.random.default_rng(0).normal(size=z.shape).astype(np.float32)])
+    inputs = [{"z": zi[None]} for zi in z]
+    if config.conditional:
+        onehot = np.eye(config.num_classes, dtype=np.float32)[np.concatenate([labels, labels])]
+        for item, c in zip(inputs, onehot):
+            item["label"] = c[None]
+    return inputs
+
+
+def _psnr(a, b, peak=255.0):
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
+
+
+def export_generative(model, config, classes, run_dir, root, name, val, calib):
+    """SavedModel + TFLite encoder/decoder with parity entries; `val`/`calib`: (uint8 clips, labels)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    source = {"run": os.path.abspath(run_dir)}
+    path = saved_model.export_saved_model(model, config, classes, root, name, source,
+                                          functions=serving_functions(model, config))
+    version = os.path.basename(path)
+    loaded = tf.saved_model.load(path)
+    val_clips, val_labels = val
+    keras_rec = np.asarray(model.reconstruct(val_clips)) * 255.0
+    served = loaded.signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
+    parity = [{"artifact": "saved_model.reconstruct", "num_clips": int(len(val_clips)),
+               "max_abs_diff": float(np.abs(served - np.round(keras_rec)).max()),
+               "psnr_vs_keras_db": _psnr(served, keras_rec)}]
+    unrolled, fns = tflite_functions(model)
+    reference = {"encoder": [{"z_mean": np.asarray(model.encoder(c[None], training=False)["z_mean"])}
+                             for c in val_clips]}
+    dec_val = _decoder_inputs(model, val_clips, val_labels)
+    reference["decoder"] = [{"frames": np.asarray(model.decoder(
+        {"z": i["z"], **({"class": i["label"]} if "label" in i else {})}, training=False)) * 255.0} for i in dec_val]
+    inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in val_clips], "decoder": dec_val}
+    calib_inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in calib[0]],
+                    "decoder": _decoder_inputs(model, calib[0], calib[1])}
+    final = os.path.join(root, name, "tflite", version)
+    files = {}
+    with atomic_dir(final) as tmp:
+        for part, fn in fns.items():
+            for variant in TFLITE_VARIANTS:
+                flat = tflite.convert(fn, unrolled, variant, lambda p=part: iter(calib_inputs[p]))
+                key = f"{part}_{variant}"
+                file = tflite.write_with_labels(
+                    os.path.join(tmp, f"{key}.tflite"), flat, classes,
+                    {"kind": part, "variant": variant, "num_frames": config.num_frames,
+                     "image_size": config.image_size, "latent_shape": list(config.latent_shape),
+                     "pixel_range": [0, 255], **source, "version": int(version)})
+                if tflite.flex_ops(file):
+                    raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
+                runner = Interpreter(model_path=file).get_signature_runner()
+                out_key = "frames" if part == "decoder" else "z_mean"
+                got = np.concatenate([runner(**i)[out_key] for i in inputs[part]])
+                want = np.concatenate([r[out_key] for r in reference[part]])
+                entry = {"artifact": f"tflite_{key}", "num_clips": len(got), "file_bytes": os.path.getsize(file),
+                         "max_abs_diff": float(np.abs(got - want).max())}
+                if part == "decoder":
+                    entry["psnr_vs_keras_db"] = _psnr(got, want)
+                parity.append(entry)
+                files[key] = os.path.join(final, f"{key}.tflite")
+        save_json(os.path.join(tmp, "parity.json"), parity)
+    return {"saved_model": path, "tflite": files, "parity": parity,
+            "models_config": os.path.join(root, "models.config")}
+
+
+def parity_table(parity):
+    lines = [f"{'artifact':26} {'clips':>5} {'max |diff|':>10} {'PSNR vs keras':>13} {'bytes':>9}"]
+    for p in parity:
+        psnr = p.get("psnr_vs_keras_db")
+        lines.append(f"{p['artifact']:26} {p['num_clips']:5d} {p['max_abs_diff']:10.3g} "
+                     f"{'' if psnr is None else f'{psnr:.1f} dB':>13} {p.get('file_bytes', ''):>9}")
+    return "\n".join(lines)

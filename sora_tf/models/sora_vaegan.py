@@ -1,0 +1,393 @@
+"""sora_vaegan: a video VAE trained against a discriminator (VAE-GAN), class-conditional.
+
+- `encoder`: frames [B, T, S, S, 3] in [0, 255] -> `z_mean`, `z_log_var` [B, g, g, latent_channels],
+  a spatial latent on a g = S / 2^len(enc_widths) grid. It is the `sora_cls` frame CNN family
+  (normalise, frame differences, the same stride-2 stages, batched over time) without the
+  Dense head, then an LSTM per grid cell that reads the cell's T feature vectors; its last
+  state becomes the cell's latent.
+- `decoder`: latent [+ one-hot class] -> frames [B, T, S, S, 3] in [0, 1]. Two 3x3 convs mix
+  each cell with its neighbours (so that motion can carry content from cell to cell), an LSTM
+  per cell unrolls T steps, and an upsampling CNN draws each frame.
+- `discriminator`: the `sora_cls` network again (frame CNN without BatchNorm, which would mix
+  real and generated batch statistics, then an LSTM) with a real/fake logit, an auxiliary
+  class output and its features for feature matching.
+
+Why a spatial latent: the generated clips (and real video) are mostly texture that stays put.
+On held-out default clips, replacing each 8x8 pixel block by its mean gives 19.6 dB PSNR and each
+4x4 block 24.1 dB, so a latent coarser than 4 px per cell cannot reach 24 dB. The default is 16
+x 16 cells of 8 numbers, 2,048 numbers for a 8 x 64 x 64 x 3 clip (48x fewer). In a 3-epoch
+VAE-only A/B (210 steps, same data), an 8 x 8 grid stalled at 16.2 dB; the 16 x 16 grid reached
+21.0 dB and was still rising.
+
+Training starts as a VAE alone for `gan_warmup` epochs, then the discriminator joins: trained
+adversarially from the first step, the reconstruction stalled at 15.2 dB held-out PSNR for two
+epochs, while the VAE alone reached 20.2 dB. The warm-up epochs are the `vae_only` twin's own
+first epochs (see `sora_tf.train.run`), so the comparison costs no extra training. The GAN
+terms are kept small: after the warm-up, adv_weight 0.02 and feature_weight 0.1 took held-out
+PSNR from 21 to 14.2 dB in two epochs (the GAN terms were as large as the reconstruction
+term); at 0.002 and 0.01 it rose from 21 to 22.9 dB over the same two epochs. A class
+loss weight of 0.02 on samples (with L2 reconstruction, whose loss is ~10x smaller than L1's)
+took it from 21.3 to 20.5 dB; so the default weights are all relative to L1 reconstruction.
+In 5-epoch VAE-only A/Bs with cosine decay, L2 reached 22.75 dB and L1 22.56 dB, and 16 latent
+channels per cell instead of 8 no better after 3 epochs (22.35 vs 22.39 dB).
+
+Loss, per step (a custom `train_step` inside `fit`, one optimizer per side):
+  VAE:  recon (L1 or L2) + kl_weight * KL / pixels
+        + adv_weight * non-saturating GAN loss + gen_class_weight * class loss on generated clips
+        + feature_weight * feature matching (discriminator features of real vs reconstructed)
+  D:    real/fake cross-entropy on real, reconstructed and prior-sampled clips
+        + class_weight * class cross-entropy on real clips (when labels are known).
+`gan=False` is the same architecture trained as a VAE alone, for comparison.
+
+Run it: `make train MODEL=sora_vaegan`, or `python -m sora_tf train --model sora_vaegan --preset tiny`.
+"""
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from sora_tf.config import from_dict
+from sora_tf.models.blocks import frame_cnn, frame_feature_map, pixel_normalization, upsampling_cnn
+from sora_tf.models.sora_cls import FrameDiff, FrameTimeDistributed
+
+TASK = "generate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Defaults train on the generated data: `python -m sora_tf train --model sora_vaegan`."""
+
+    # Input
+    num_frames: int = 8
+    image_size: int = 64
+    pixel_mean: tuple = (0.5, 0.5, 0.5)
+    pixel_std: tuple = (0.25, 0.25, 0.25)
+    num_classes: int = 7
+    conditional: bool = True  # decoder takes a class; off for unlabelled data
+    # Encoder: the sora_cls frame CNN's first stages (same widths, so they can initialise it)
+    enc_widths: tuple = (24, 48)  # 64 px -> a 16 x 16 latent grid
+    diff_scale: float = 10.0
+    diff_clip: float = 4.0
+    cell_units: int = 64  # LSTM units per latent grid cell, encoder and decoder
+    latent_channels: int = 8
+    # Decoder
+    class_dim: int = 16
+    dec_widths: tuple = (48, 32)
+    # Discriminator
+    disc_widths: tuple = (24, 48, 64, 96)
+    disc_features: int = 128
+    disc_units: int = 64
+    unroll: bool = False  # export sets it for builtins-only TFLite
+    # Losses
+    gan: bool = True  # False: the VAE alone
+    gan_warmup: int = 3  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
+    snapshot_epoch: int = 0  # > 0: also save epoch<k>.keras after k epochs (the warm-up hand-over)
+    recon_loss: str = "l1"
+    kl_weight: float = 0.05  # on KL (nats) per pixel value
+    adv_weight: float = 0.002
+    gen_class_weight: float = 0.002  # the discriminator's class loss on conditional samples, for the decoder
+    feature_weight: float = 0.01
+    class_weight: float = 1.0  # discriminator's class loss on real clips
+    # Training
+    epochs: int = 8
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    disc_learning_rate: float = 2e-4
+    val_fraction: float = 0.2
+    split: str = "auto"
+    seed: int = 0
+    stride_range: float = 2.0
+    fps: float = 0.0
+    patience: int = 10
+    cache_mb: int = 2048
+    mixed_precision: bool = False
+    # Evaluation: a sora_cls trained on the same data judges samples (Frechet distance in its
+    # embedding space, class accuracy). Empty: train one into the run's judge/ folder.
+    judge_run: str = ""
+    judge_epochs: int = 12
+    compare_vae: bool = True  # also train the VAE alone (run's vae_only/) and compare
+    samples_per_class: int = 40
+
+    @classmethod
+    def tiny(cls):
+        """Seconds on two CPU cores: `python -m sora_tf train --model sora_vaegan --preset tiny`."""
+        return cls(num_frames=4, image_size=32, enc_widths=(8, 16), cell_units=16, latent_channels=4,
+                   class_dim=4, dec_widths=(16, 8), disc_widths=(8, 16), disc_features=16,
+                   disc_units=16, epochs=2, gan_warmup=1, batch_size=8, judge_epochs=1, samples_per_class=4)
+
+    def validate(self):
+        if self.split not in ("auto", "grouped", "stratified"):
+            raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
+        if self.recon_loss not in ("l1", "l2"):
+            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
+        for key in ("num_frames", "image_size", "num_classes", "cell_units", "latent_channels",
+                    "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.gan and self.gan_warmup >= self.epochs:
+            raise ValueError(f"gan_warmup ({self.gan_warmup}) must be below epochs ({self.epochs})")
+        for key in ("gan_warmup", "snapshot_epoch", "kl_weight", "adv_weight", "gen_class_weight", "feature_weight", "class_weight", "fps", "cache_mb"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if len(self.dec_widths) != len(self.enc_widths):
+            raise ValueError(f"dec_widths {self.dec_widths} must undo enc_widths {self.enc_widths}: "
+                             "give as many stages")
+        if self.image_size % 2 ** len(self.enc_widths):
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2^{len(self.enc_widths)}")
+
+    @property
+    def grid(self):
+        return self.image_size // 2 ** len(self.enc_widths)
+
+    @property
+    def latent_shape(self):
+        return (self.grid, self.grid, self.latent_channels)
+
+
+def build_encoder(config):
+    t, s = config.num_frames, config.image_size
+    # === Layers ===
+    normalize = pixel_normalization(config.pixel_mean, config.pixel_std)
+    cnn = frame_feature_map((s, s, 6), config.enc_widths)
+    lstm = layers.LSTM(config.cell_units, unroll=config.unroll, name="cell_lstm")
+    # === Functional Model ===
+    frames = keras.Input((t, s, s, 3), name="frames")
+    x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
+    x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
+    x = FrameTimeDistributed(cnn, name="frame_features")(x)  # [B, T, g, g, C]
+    g, c = x.shape[2], x.shape[-1]
+    x = ops.reshape(ops.transpose(x, (0, 2, 3, 1, 4)), (-1, t, c))
+    x = ops.reshape(lstm(x), (-1, g, g, config.cell_units))
+    z_mean = layers.Conv2D(config.latent_channels, 1, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Conv2D(config.latent_channels, 1, name="z_log_var", dtype="float32")(x)
+    return keras.Model(frames, {"z_mean": z_mean, "z_log_var": z_log_var}, name="encoder")
+
+
+def build_decoder(config):
+    t, u = config.num_frames, config.cell_units
+    # === Layers ===
+    mix = [layers.Conv2D(u, 3, padding="same", activation="relu", name=f"mix{i}") for i in range(2)]
+    lstm = layers.LSTM(u, return_sequences=True, unroll=config.unroll, name="cell_lstm")
+    draw = upsampling_cnn((config.grid, config.grid, u), config.dec_widths, 3)
+    # === Functional Model ===
+    z = keras.Input(config.latent_shape, name="z")
+    inputs = {"z": z}
+    x = z
+    if config.conditional:
+        label = keras.Input((config.num_classes,), name="class")  # one-hot (or class weights)
+        inputs["class"] = label
+        c = layers.Dense(config.class_dim, name="class_embedding")(label)
+        x = ops.concatenate([x, ops.tile(c[:, None, None, :], (1, config.grid, config.grid, 1))], axis=-1)
+    for conv in mix:
+        x = conv(x)
+    g = config.grid
+    x = ops.reshape(x, (-1, 1, u))
+    x = lstm(ops.repeat(x, t, axis=1))  # [B * g * g, T, u]
+    x = ops.transpose(ops.reshape(x, (-1, g, g, t, u)), (0, 3, 1, 2, 4))
+    frames = FrameTimeDistributed(draw, name="draw")(x)
+    return keras.Model(inputs, frames, name="decoder")
+
+
+def build_discriminator(config):
+    t, s = config.num_frames, config.image_size
+    # === Layers ===
+    cnn = frame_cnn((s, s, 6), config.disc_widths, config.disc_features, norm=False)
+    lstm = layers.LSTM(config.disc_units, unroll=config.unroll, name="lstm")
+    # === Functional Model ===
+    frames = keras.Input((t, s, s, 3), name="frames")  # in [0, 1]
+    x = (layers.Identity(name="to_float", dtype="float32")(frames) - 0.5) / 0.25
+    x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
+    x = FrameTimeDistributed(cnn, name="frame_features")(x)
+    features = lstm(x)
+    real = layers.Dense(1, name="real", dtype="float32")(features)
+    classes = layers.Dense(config.num_classes, name="classes", dtype="float32")(features)
+    return keras.Model(frames, {"real": real, "classes": classes, "features": features},
+                       name="discriminator")
+
+
+def _bce(logits, target):
+    return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
+
+
+def kl_per_clip(z_mean, z_log_var):
+    """KL(q(z|x) || N(0, I)) in nats per clip: [B]."""
+    kl = 0.5 * (ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var)
+    return ops.sum(ops.reshape(kl, (ops.shape(kl)[0], -1)), axis=1)
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class SoraVaeGan(keras.Model):
+    """Called on frames [B, T, S, S, 3] in [0, 255]: `reconstruction` in [0, 1] (decoded from
+    `z_mean`), `z_mean` and `z_log_var`."""
+
+    def __init__(self, config, **kwargs):
+        config = config if isinstance(config, Config) else from_dict(Config, config)
+        config.validate()
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.encoder = build_encoder(config)
+        self.decoder = build_decoder(config)
+        self.discriminator = build_discriminator(config)
+        self.seed = keras.random.SeedGenerator(config.seed)
+        names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
+                                                   if config.gan else [])
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # === Config ===
+        self.config = config
+        self.built = True
+
+    def get_config(self):
+        return {"config": dataclasses.asdict(self.config), "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # === Inference ===
+    def decoder_inputs(self, z, labels=None):
+        """The decoder's input dict for latents `z` and int class ids `labels` (None: uniform)."""
+        inputs = {"z": ops.convert_to_tensor(z, "float32")}
+        if self.config.conditional:
+            k = self.config.num_classes
+            inputs["class"] = (ops.one_hot(ops.cast(labels, "int32"), k) if labels is not None
+                               else ops.full((ops.shape(z)[0], k), 1.0 / k))
+        return inputs
+
+    def call(self, frames, training=False):
+        q = self.encoder(frames, training=training)
+        labels = None
+        reconstruction = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=training)
+        return {"reconstruction": reconstruction, "z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
+
+    def reconstruct(self, frames, labels=None):
+        """Frames in [0, 1] decoded from z_mean, with the true classes when known."""
+        q = self.encoder(frames, training=False)
+        return self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
+
+    def sample(self, labels, seed=None, temperature=1.0):
+        """Clips in [0, 1] decoded from prior latents, one per class id in `labels`."""
+        n = len(labels)
+        z = keras.random.normal((n, *self.config.latent_shape), seed=seed) * temperature
+        return self.decoder(self.decoder_inputs(z, np.asarray(labels)), training=False)
+
+    def anomaly_score(self, frames, labels=None):
+        """Per clip: (mean squared reconstruction error per pixel, KL of q(z|x) per latent dim),
+        the two terms of the negative ELBO, in [B] each."""
+        q = self.encoder(frames, training=False)
+        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
+        x = ops.cast(frames, "float32") / 255.0
+        mse = ops.mean(ops.reshape(ops.square(x - rec), (ops.shape(x)[0], -1)), axis=1)
+        return mse, kl_per_clip(q["z_mean"], q["z_log_var"]) / float(np.prod(self.config.latent_shape))
+
+    # === Training ===
+    def compile(self, decay_steps=None, **kwargs):
+        """Adam for the VAE and for the discriminator, with cosine decay over `decay_steps` when
+        given (to 5%); loss-scaled under mixed_float16."""
+        super().compile(**kwargs)
+        c = self.config
+        self.decay_steps = decay_steps
+
+        def rate(lr):
+            return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=0.05) if decay_steps else lr
+        self.vae_optimizer = keras.optimizers.Adam(rate(c.learning_rate))
+        self.d_optimizer = keras.optimizers.Adam(rate(c.disc_learning_rate), beta_1=0.5)
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            self.vae_optimizer = keras.optimizers.LossScaleOptimizer(self.vae_optimizer)
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+        self.vae_optimizer.build(self.encoder.trainable_variables + self.decoder.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        return {"decay_steps": getattr(self, "decay_steps", None)}
+
+    def compile_from_config(self, config):
+        """Loading a checkpoint recompiles, so that optimizer state restores (for --resume)."""
+        self.compile(decay_steps=config.get("decay_steps"))
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _recon(self, x, rec):
+        err = ops.abs(x - rec) if self.config.recon_loss == "l1" else ops.square(x - rec)
+        return ops.mean(err)
+
+    def _psnr(self, x, rec):
+        mse = ops.mean(ops.reshape(ops.square(x - rec), (-1, *x.shape[2:])), axis=(1, 2, 3))
+        return ops.mean(-10.0 * ops.log(ops.maximum(mse, 1e-10)) / np.log(10.0))
+
+    def train_step(self, data):
+        frames, labels = data
+        c = self.config
+        x = ops.cast(frames, "float32") / 255.0
+        batch = ops.shape(x)[0]
+        pixels = float(np.prod(x.shape[1:]))
+        vae_vars = self.encoder.trainable_variables + self.decoder.trainable_variables
+        with tf.GradientTape() as vae_tape, tf.GradientTape() as d_tape:
+            q = self.encoder(frames, training=True)
+            eps = keras.random.normal(ops.shape(q["z_mean"]), seed=self.seed)
+            z = q["z_mean"] + ops.exp(0.5 * q["z_log_var"]) * eps
+            rec = self.decoder(self.decoder_inputs(z, labels), training=True)
+            recon = self._recon(x, rec)
+            kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"])) / pixels
+            vae_loss = recon + c.kl_weight * kl
+            if c.gan:
+                fake_labels = keras.random.randint((batch,), 0, c.num_classes, seed=self.seed)
+                z_p = keras.random.normal(ops.shape(z), seed=self.seed)
+                gen = self.decoder(self.decoder_inputs(z_p, fake_labels), training=True)
+                d_real = self.discriminator(x, training=True)
+                d_rec = self.discriminator(rec, training=True)
+                d_gen = self.discriminator(gen, training=True)
+                adv = 0.5 * (_bce(d_rec["real"], 1.0) + _bce(d_gen["real"], 1.0))
+                gen_class = ops.mean(ops.sparse_categorical_crossentropy(
+                    fake_labels, d_gen["classes"], from_logits=True)) if c.conditional else 0.0
+                f_real, f_rec = (ops.cast(d["features"], "float32") for d in (d_real, d_rec))
+                feature = ops.mean(ops.abs(ops.stop_gradient(f_real) - f_rec))
+                vae_loss = vae_loss + c.adv_weight * adv + c.gen_class_weight * gen_class + c.feature_weight * feature
+                real_class = ops.mean(ops.sparse_categorical_crossentropy(
+                    labels, d_real["classes"], from_logits=True)) if c.conditional else 0.0
+                d_loss = (_bce(d_real["real"], 1.0) + 0.5 * (_bce(d_rec["real"], 0.0) + _bce(d_gen["real"], 0.0))
+                          + c.class_weight * real_class)
+            scaled = self.vae_optimizer.scale_loss(vae_loss)
+            if c.gan:
+                d_scaled = self.d_optimizer.scale_loss(d_loss)
+        self.vae_optimizer.apply_gradients(zip(vae_tape.gradient(scaled, vae_vars), vae_vars))
+        logs = {"loss": vae_loss, "recon": recon, "kl": kl * pixels / float(np.prod(c.latent_shape)),
+                "psnr": self._psnr(x, rec)}
+        if c.gan:
+            d_vars = self.discriminator.trainable_variables
+            self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_vars), d_vars))
+            correct = ops.concatenate([ops.cast(d_real["real"] > 0, "float32"),
+                                       ops.cast(d_gen["real"] < 0, "float32")], axis=0)
+            logs.update(adv=adv, gen_class=gen_class, feature=feature, d_loss=d_loss,
+                        d_accuracy=ops.mean(correct))
+        self._track(logs, batch)
+        return {k: t.result() for k, t in self.trackers.items()}
+
+    def test_step(self, data):
+        frames, labels = data
+        x = ops.cast(frames, "float32") / 255.0
+        q = self.encoder(frames, training=False)
+        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
+        recon = self._recon(x, rec)
+        kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"]))
+        pixels = float(np.prod(x.shape[1:]))
+        logs = {"loss": recon + self.config.kl_weight * kl / pixels, "recon": recon,
+                "kl": kl / float(np.prod(self.config.latent_shape)), "psnr": self._psnr(x, rec)}
+        self._track(logs, ops.shape(x)[0])
+        return {k: self.trackers[k].result() for k in logs}
+
+    def _track(self, logs, batch):
+        """Means weighted by clips: with a dataset of unknown length (ours filter out unreadable
+        videos), `fit`/`evaluate` end on an empty step, which unweighted means counted as a 0
+        (held-out PSNR read 21.95 dB for 23.17 over 18 batches)."""
+        n = ops.cast(batch, "float32")
+        for k, v in logs.items():
+            v = ops.cast(v, "float32")
+            self.trackers[k].update_state(ops.where(n > 0, v, 0.0), sample_weight=n)
+
+
+def build(config):
+    return SoraVaeGan(config, name="sora_vaegan")

@@ -1,0 +1,345 @@
+"""Generative runs (sora_vaegan): measured quality, pictures, generated videos, anomaly scores.
+
+`evaluate_generative` writes metrics.json and PNG/mp4 pictures for a run and its `vae_only/`
+twin, judged by a sora_cls (`judge/`, or the config's `judge_run`):
+- reconstruction of held-out clips: MSE, PSNR and SSIM per frame, averaged;
+- sharpness: mean image-gradient magnitude of reconstructions and samples over that of real clips;
+- `frechet_distance`: between real held-out clips and prior samples, in the judge's embedding
+  space. A Frechet Video Distance analogue: FVD uses a pretrained I3D, which is not available
+  here, so the numbers compare runs on the same judge only, not with published FVDs;
+- `sample_accuracy`: how often the judge calls a class-conditional sample its intended class.
+"""
+import logging
+import os
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sora_tf.data.pipeline import eval_clip
+from sora_tf.data.synthetic import write_video
+from sora_tf.train.checkpoint import atomic_write, load_json, save_json
+from sora_tf.train.evaluate import load_clips, run_listing
+from sora_tf.train.run import load_run
+
+log = logging.getLogger("sora_tf.train")
+
+
+def to_uint8(frames):
+    """[0, 1] floats -> uint8, rounded."""
+    return np.clip(np.round(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _batched(fn, *arrays, batch=16):
+    outs = [fn(*(a[i:i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
+    return np.concatenate([np.asarray(o) for o in outs])
+
+
+def frechet_distance(a, b):
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) between two sets of row vectors.
+
+    Tr((S_a S_b)^1/2) is the sum of square roots of the eigenvalues of S_a^1/2 S_b S_a^1/2,
+    which is symmetric, so numpy's eigh suffices (no scipy).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(sa)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ sb @ root_a), 0, None)).sum()
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2 * cross)
+
+
+def sharpness(frames):
+    """Mean absolute image gradient of [N, T, H, W, 3] frames in [0, 1]."""
+    x = np.asarray(frames, np.float32)
+    return float(np.mean(np.abs(np.diff(x, axis=2))) + np.mean(np.abs(np.diff(x, axis=3)))) / 2
+
+
+def frame_quality(real, fake):
+    """Per-frame MSE, PSNR (dB) and SSIM of [N, T, H, W, 3] in [0, 1], averaged over frames."""
+    r = tf.reshape(tf.constant(real, tf.float32), (-1, *real.shape[2:]))
+    f = tf.reshape(tf.constant(fake, tf.float32), (-1, *fake.shape[2:]))
+    mse = tf.reduce_mean(tf.square(r - f), axis=(1, 2, 3))
+    return {"mse": float(tf.reduce_mean(mse)),
+            "psnr": float(tf.reduce_mean(tf.image.psnr(r, f, max_val=1.0))),
+            "ssim": float(tf.reduce_mean(tf.image.ssim(r, f, max_val=1.0)))}
+
+
+def load_judge(run_dir, config):
+    """The sora_cls that judges samples: the config's judge_run, else the run's judge/."""
+    path = config.judge_run or os.path.join(run_dir, "judge")
+    judge, judge_config, judge_classes, _ = load_run(path)
+    if (judge_config.num_frames, judge_config.image_size) != (config.num_frames, config.image_size):
+        raise ValueError(f"judge {path} takes {judge_config.num_frames} frames of {judge_config.image_size} px; "
+                         f"the run makes {config.num_frames} of {config.image_size}")
+    return judge, judge_classes, path
+
+
+def _judge(judge, clips_uint8):
+    out = [judge(clips_uint8[i:i + 16], training=False) for i in range(0, len(clips_uint8), 16)]
+    return (np.concatenate([np.asarray(o["embedding"]) for o in out]),
+            np.concatenate([np.asarray(o["probabilities"]) for o in out]))
+
+
+def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
+    """Reconstruction, sample and judge figures of one generative model."""
+    config = model.config
+    conditional = config.conditional
+    rec = _batched(lambda c, l: model.reconstruct(c, l if conditional else None), clips, labels)
+    result = {"reconstruction": frame_quality(clips / 255.0, rec)}
+    result["reconstruction"]["sharpness_vs_real"] = sharpness(rec) / real_sharp
+    sample_labels = np.repeat(np.arange(config.num_classes), config.samples_per_class)
+    seeds = keras.random.SeedGenerator(seed)  # advances every batch: no batch repeats another
+    gen = _batched(lambda l: model.sample(l, seed=seeds), sample_labels)
+    emb, probs = _judge(judge, to_uint8(gen))
+    rec_emb, _ = _judge(judge, to_uint8(rec))
+    result["samples"] = {
+        "num_samples": int(len(gen)),
+        "frechet_distance": frechet_distance(real_embedding, emb),
+        "sharpness_vs_real": sharpness(gen) / real_sharp,
+    }
+    if conditional:
+        result["samples"]["sample_accuracy"] = float(np.mean(probs.argmax(1) == sample_labels))
+    result["reconstruction"]["frechet_distance"] = frechet_distance(real_embedding, rec_emb)
+    return result, rec, gen, sample_labels
+
+
+def grid(rows):
+    """A PNG-ready uint8 mosaic: each row a list of [T, H, W, 3] clips laid out frame by frame."""
+    pad = 2
+    lines = []
+    for clips in rows:
+        frames = [f for clip in clips for f in clip]
+        h, w = frames[0].shape[:2]
+        line = np.full((h + pad, len(frames) * (w + pad), 3), 255, np.uint8)
+        for i, f in enumerate(frames):
+            line[:h, i * (w + pad):i * (w + pad) + w] = f
+        lines.append(line)
+    return np.concatenate(lines)
+
+
+def write_png(path, rgb, scale=2):
+    image = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+
+    def write(tmp):  # tmp ends with the target's name, so ".png" tells OpenCV the format
+        if not cv2.imwrite(tmp, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write PNG")
+    atomic_write(path, write)
+    return path
+
+
+def write_clip_video(path, frames, fps=8, scale=2):
+    """uint8 [N, H, W, 3] RGB to a video file at `path` (written beside it, then renamed)."""
+    big = np.stack([cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for f in frames])
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = write_video(os.path.join(folder, f".tmp-{name}"), big, fps)
+    final = os.path.splitext(path)[0] + os.path.splitext(tmp)[1]
+    os.replace(tmp, final)
+    return final
+
+
+def interpolate(model, clips, labels, steps=8):
+    """Clips decoded along the line between the latents (and classes) of clips[0] and clips[1]."""
+    q = model.encoder(clips[:2], training=False)
+    z = np.asarray(q["z_mean"])
+    w = np.linspace(0, 1, steps)[:, None, None, None]
+    inputs = {"z": (1 - w) * z[0] + w * z[1]}
+    if model.config.conditional:
+        onehot = np.eye(model.config.num_classes, dtype=np.float32)[labels[:2]]
+        inputs["class"] = (1 - w[:, :, 0, 0]) * onehot[0] + w[:, :, 0, 0] * onehot[1]
+    return to_uint8(model.decoder(inputs, training=False))
+
+
+def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
+    paths = {}
+    show = np.linspace(0, len(clips) - 1, min(6, len(clips))).round().astype(int)
+    paths["reconstructions"] = write_png(os.path.join(run_dir, "reconstructions.png"),
+                                         grid([row for j in show for row in ([clips[j]], [to_uint8(rec[j])])]))
+    per_class = min(3, model.config.samples_per_class)
+    rows = [[to_uint8(gen[i])] for k in range(model.config.num_classes)
+            for i in np.flatnonzero(gen_labels == k)[:per_class]]
+    paths["samples"] = write_png(os.path.join(run_dir, "samples.png"), grid(rows))
+    with open(os.path.join(run_dir, "samples.txt"), "w") as f:
+        f.write("rows of samples.png, top to bottom: " + ", ".join(
+            f"{classes[k]} x{per_class}" for k in range(model.config.num_classes)) + "\n")
+    # Two clips of different classes where there are.
+    first = 0
+    other = next((i for i in range(len(labels)) if labels[i] != labels[first]), min(1, len(labels) - 1))
+    pair = np.stack([clips[first], clips[other]])
+    interp = interpolate(model, pair, np.array([labels[first], labels[other]]))
+    paths["interpolation"] = write_png(os.path.join(run_dir, "interpolation.png"), grid([[c] for c in interp]))
+    paths["interpolation_video"] = write_clip_video(os.path.join(run_dir, "interpolation.mp4"),
+                                                    interp.reshape(-1, *interp.shape[2:]))
+    return paths
+
+
+def evaluate_generative(run_dir, data=None, strict=False, seed=0):
+    """metrics.json and pictures for a generative run (and its vae_only/ twin, when present)."""
+    model, config, classes, info = load_run(run_dir)
+    judge, judge_classes, judge_path = load_judge(run_dir, config)
+    if judge_classes != classes:
+        raise ValueError(f"judge {judge_path} has classes {judge_classes}, the run has {classes}")
+    listing = run_listing(run_dir, classes, info, data, strict=strict)
+    clips, labels = load_clips(listing, config)
+    real_embedding, real_probs = _judge(judge, clips)
+    real_sharp = sharpness(clips / 255.0)
+    metrics = {"split": "validation" if data is None else os.path.abspath(data), "num_clips": int(len(clips)),
+               "judge": {"run": os.path.abspath(judge_path),
+                         "accuracy_on_real": float(np.mean(real_probs.argmax(1) == labels))}}
+    # The distance between two halves of the real clips: what "as close as real" looks like.
+    half = len(clips) // 2
+    metrics["judge"]["frechet_distance_real_halves"] = frechet_distance(real_embedding[:half], real_embedding[half:])
+    metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
+        model, clips, labels, judge, real_embedding, real_sharp, seed)
+    twin = os.path.join(run_dir, "vae_only")
+    if config.gan and os.path.isfile(os.path.join(twin, "best.keras")):
+        metrics["vae_only"] = _measure(load_run(twin)[0], clips, labels, judge, real_embedding, real_sharp, seed)[0]
+        metrics["vaegan_fd_below_vae_only"] = (metrics["vaegan"]["samples"]["frechet_distance"]
+                                               < metrics["vae_only"]["samples"]["frechet_distance"])
+    metrics["pictures"] = _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes)
+    history = os.path.join(run_dir, "history.csv")
+    if os.path.isfile(history):
+        metrics["nan_in_history"] = _history_has_nan(history)
+    save_json(os.path.join(run_dir, "metrics.json"), metrics)
+    return metrics
+
+
+def _history_has_nan(path):
+    with open(path) as f:
+        return any("nan" in line.lower() for line in f.readlines()[1:])
+
+
+def summary_lines(metrics):
+    """Short text for the end of `train`/`evaluate`."""
+    lines = [f"judge accuracy on real clips {metrics['judge']['accuracy_on_real']:.3f}"]
+    for name in ("vaegan", "vae", "vae_only"):
+        if name in metrics:
+            r, s = metrics[name]["reconstruction"], metrics[name]["samples"]
+            line = (f"{name:8s} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.3f}  FD {s['frechet_distance']:.2f}"
+                    f"  sharpness {s['sharpness_vs_real']:.2f}")
+            if "sample_accuracy" in s:
+                line += f"  sample accuracy {s['sample_accuracy']:.3f}"
+            lines.append(line)
+    lines += [f"{k}: {v}" for k, v in metrics["pictures"].items()]
+    return "\n".join(lines)
+
+
+# === Uses ===
+
+def load_generator(path):
+    """(sample(labels, seed, offset) -> uint8 clips, classes, frames per clip) of a run or a
+    SavedModel export; `offset` is the index of the first clip, so that batches differ."""
+    if os.path.isfile(os.path.join(path, "run.json")):
+        model, config, classes, _ = load_run(path)
+        if not hasattr(model, "sample"):
+            raise ValueError(f"{path}: a {type(model).__name__} run cannot generate clips")
+        def sample(labels, seed, offset):
+            return to_uint8(model.sample(labels, seed=keras.random.SeedGenerator(seed * 1_000_003 + offset)))
+        return sample, classes, config.num_frames
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        versions = sorted((int(v) for v in os.listdir(path) if v.isdigit()), reverse=True) \
+            if os.path.isdir(path) else []
+        if not versions:
+            raise FileNotFoundError(f"{path}: neither a run directory nor a SavedModel (or model folder)")
+        path = os.path.join(path, str(versions[0]))
+    loaded = tf.saved_model.load(path)
+    if "generate" not in loaded.signatures:
+        raise ValueError(f"{path}: SavedModel has no 'generate' signature")
+    meta = load_json(os.path.join(path, "assets.extra", "sora_tf.json"))
+    fn = loaded.signatures["generate"]
+
+    def sample(labels, seed, offset):
+        seeds = tf.constant([[seed, offset + i] for i in range(len(labels))], tf.int32)
+        return fn(class_id=tf.constant(labels, tf.int32), seed=seeds)["frames"].numpy()
+    return sample, meta["classes"], meta["num_frames"]
+
+
+def generate(model_path, out_dir, class_name=None, n=8, seed=0, fps=12):
+    """Write `n` generated clips (per class, or of `class_name`) as video files under out_dir/<class>/."""
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    sample, classes, _ = load_generator(model_path)
+    if class_name is not None and class_name not in classes:
+        raise ValueError(f"--class {class_name!r} is not one of the model's classes {classes}")
+    wanted = [classes.index(class_name)] if class_name is not None else range(len(classes))
+    labels = np.repeat(np.asarray(list(wanted), np.int32), n)
+    clips = np.concatenate([sample(labels[i:i + 16], seed, i) for i in range(0, len(labels), 16)])
+    written = []
+    for i, (clip, k) in enumerate(zip(clips, labels)):
+        folder = os.path.join(out_dir, classes[k])
+        os.makedirs(folder, exist_ok=True)
+        written.append(write_clip_video(os.path.join(folder, f"{classes[k]}_s{seed}_{i:04d}.mp4"), clip, fps, 1))
+    return written
+
+
+def anomaly_scores(run_dir, videos):
+    """[(video, {"score", "reconstruction", "kl"} or an error string)].
+
+    The score has the form of the model's training loss, the negative ELBO up to constants:
+    mean squared reconstruction error per pixel value + kl_weight x KL per pixel value. Clips
+    unlike the training data reconstruct worse and sit further from the prior.
+    """
+    model, config, classes, _ = load_run(run_dir)
+    if not hasattr(model, "anomaly_score"):
+        raise ValueError(f"{run_dir}: a {type(model).__name__} run has no anomaly score")
+    results = []
+    for video in videos:
+        try:
+            clip = eval_clip(video, config.num_frames, (config.image_size,) * 2)
+        except (ValueError, OSError) as e:
+            results.append((video, str(e)))
+            continue
+        results.append((video, _scores(model, clip[None])[0]))
+    return results
+
+
+def _scores(model, clips):
+    """Anomaly terms per clip of uint8 [N, T, S, S, 3], labels unknown."""
+    out = []
+    for i in range(0, len(clips), 16):
+        rec_err, kl = model.anomaly_score(clips[i:i + 16])
+        out += [{"score": float(r + model.config.kl_weight * k * np.prod(model.config.latent_shape)
+                                / np.prod(clips.shape[1:])), "reconstruction": float(r), "kl": float(k)}
+                for r, k in zip(np.asarray(rec_err), np.asarray(kl))]
+    return out
+
+
+def auroc(normal, anomalous):
+    """Probability that an anomalous score exceeds a normal one (ties count half)."""
+    normal, anomalous = np.asarray(normal), np.asarray(anomalous)
+    greater = (anomalous[:, None] > normal[None]).mean()
+    ties = (anomalous[:, None] == normal[None]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def anomaly_auroc(run_dir, data):
+    """AUROC of the anomaly score on every clip of `data` the run did not train on, nor any clip
+    of the same source video (group): clips of the run's classes are normal, clips of other
+    classes anomalous. Writes anomaly.json in the run."""
+    from sora_tf.data.sources import list_clips
+
+    model, config, classes, info = load_run(run_dir)
+    listing = list_clips(data)
+    train_part = run_listing(run_dir, classes, info, None, part="train")
+    trained = set(train_part.paths)
+    # Clips from a source video the run trained on (any class) are left out too: their scene
+    # would make them look familiar whatever happens in them.
+    trained_groups = set(train_part.groups or ())
+    keep = [i for i, p in enumerate(listing.paths) if p not in trained
+            and not (listing.groups and listing.groups[i] in trained_groups)]
+    listing = listing.subset(keep)
+    clips, labels = load_clips(listing, config)
+    scores = _scores(model, clips)
+    normal_ids = {i for i, c in enumerate(listing.classes) if c in classes}
+    is_normal = np.array([l in normal_ids for l in labels])
+    if is_normal.all() or not is_normal.any():
+        raise ValueError(f"{data}: need held-out clips of the run's classes {classes} and of other classes")
+    result = {"data": os.path.abspath(data), "normal_classes": classes,
+              "num_normal": int(is_normal.sum()), "num_anomalous": int((~is_normal).sum())}
+    for key in ("score", "reconstruction", "kl"):
+        values = np.array([s[key] for s in scores])
+        result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
+    save_json(os.path.join(run_dir, "anomaly.json"), result)
+    return result

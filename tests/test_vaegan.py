@@ -1,0 +1,239 @@
+"""sora_vaegan: shapes, the losses it logs, mixed precision, a tiny run end to end and its uses."""
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from sora_tf import cli
+from sora_tf.data.video import count_frames, read_frames
+from sora_tf.models import sora_vaegan
+from sora_tf.train import generative
+from sora_tf.train.run import train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _clips(config, b=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (b, config.num_frames, config.image_size, config.image_size, 3)).astype("uint8")
+
+
+def test_shapes_and_conditional_sampling():
+    config = sora_vaegan.Config.tiny()
+    model = sora_vaegan.build(config)
+    x = _clips(config)
+    out = model(x)
+    assert out["reconstruction"].shape == x.shape
+    assert out["z_mean"].shape == (4, *config.latent_shape)
+    rec = np.asarray(out["reconstruction"])
+    assert rec.min() >= 0 and rec.max() <= 1
+    a = np.asarray(model.sample([0, 1], seed=3))
+    np.testing.assert_allclose(a, np.asarray(model.sample([0, 1], seed=3)))  # seeded
+    # The class reaches the decoder: same latent, another class, another clip.
+    z = np.zeros((1, *config.latent_shape), np.float32)
+    one = model.decoder(model.decoder_inputs(z, np.array([0])))
+    two = model.decoder(model.decoder_inputs(z, np.array([1])))
+    assert np.abs(np.asarray(one) - np.asarray(two)).max() > 0
+    mse, kl = model.anomaly_score(x)
+    assert mse.shape == (4,) and kl.shape == (4,) and np.all(np.asarray(kl) >= 0)
+
+
+def test_vae_only_has_no_gan_terms_and_bad_configs():
+    config = sora_vaegan.Config.tiny()
+    x, y = _clips(config), np.array([0, 1, 2, 3])
+    gan = sora_vaegan.build(config)
+    gan.compile()
+    logs = gan.fit(x, y, epochs=1, verbose=0).history
+    assert {"recon", "kl", "adv", "gen_class", "feature", "d_loss", "d_accuracy", "psnr"} <= set(logs)
+    vae = sora_vaegan.build(sora_vaegan.Config(**{**config.__dict__, "gan": False}))
+    vae.compile()
+    d_before = [w.copy() for w in vae.discriminator.get_weights()]
+    logs = vae.fit(x, y, epochs=1, verbose=0).history
+    assert "adv" not in logs and "recon" in logs
+    assert all(np.array_equal(a, b) for a, b in zip(d_before, vae.discriminator.get_weights()))
+    for bad, match in ((dict(recon_loss="l3"), "recon_loss"), (dict(dec_widths=(8,)), "dec_widths"),
+                       (dict(image_size=30), "divisible"), (dict(kl_weight=-1.0), "kl_weight")):
+        with pytest.raises(ValueError, match=match):
+            sora_vaegan.Config(**{**config.__dict__, **bad}).validate()
+
+
+def test_mixed_precision_step_is_finite():
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        config = sora_vaegan.Config.tiny()
+        model = sora_vaegan.build(config)
+        model.compile()
+        assert isinstance(model.vae_optimizer, keras.optimizers.LossScaleOptimizer)
+        logs = model.fit(_clips(config), np.array([0, 1, 2, 3]), epochs=1, verbose=0).history
+        assert all(np.isfinite(v).all() for v in logs.values())
+        assert model.get_layer("decoder").get_layer("draw").compute_dtype == "float16"
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def test_frechet_distance_and_auroc():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 4))
+    assert generative.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    shifted = generative.frechet_distance(a, a + 2.0)
+    assert shifted == pytest.approx(16.0, rel=1e-6)  # mean term only: 4 dims x 2^2
+    wider = generative.frechet_distance(a, 3 * rng.normal(size=(500, 4)))
+    assert wider == pytest.approx(4 * (1 - 3) ** 2, rel=0.2)  # trace term: (sqrt(1) - sqrt(9))^2 per dim
+    assert generative.auroc([1, 2, 3], [4, 5]) == 1.0
+    assert generative.auroc([4, 5], [1, 2, 3]) == 0.0
+    assert generative.auroc([1, 2], [1, 2]) == 0.5
+
+
+@pytest.fixture(scope="module")
+def vaegan_run(tiny_data, tmp_path_factory):
+    return train("sora_vaegan", tiny_data, str(tmp_path_factory.mktemp("runs") / "vaegan"),
+                 preset="tiny", verbose=0)
+
+
+@pytest.mark.slow
+def test_tiny_run_trains_twin_and_judge_and_evaluates(vaegan_run, capsys):
+    for part in ("best.keras", "last.keras", "history.csv", "tb", "vae_only/best.keras", "judge/best.keras",
+                 "vae_only/epoch1.keras"):
+        assert os.path.exists(os.path.join(vaegan_run, part)), part
+    # The GAN started from the VAE's warm-up epoch: its first epoch is the second.
+    warm = keras.saving.load_model(os.path.join(vaegan_run, "vae_only", "epoch1.keras"))
+    assert warm.config.gan is False
+    with open(os.path.join(vaegan_run, "history.csv")) as f:
+        header = f.readline().strip().split(",")
+    assert {"recon", "kl", "adv", "feature", "d_loss", "val_psnr"} <= set(header)
+    assert cli.main(["evaluate", vaegan_run]) == 0
+    assert "vae_only" in capsys.readouterr().out
+    with open(os.path.join(vaegan_run, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["nan_in_history"] is False
+    for name in ("vaegan", "vae_only"):
+        r, s = metrics[name]["reconstruction"], metrics[name]["samples"]
+        assert np.isfinite([r["psnr"], r["ssim"], r["mse"], s["frechet_distance"], s["sharpness_vs_real"]]).all()
+        assert 0 <= s["sample_accuracy"] <= 1
+    assert isinstance(metrics["vaegan_fd_below_vae_only"], bool)
+    for path in metrics["pictures"].values():
+        assert os.path.getsize(path) > 0
+    assert count_frames(metrics["pictures"]["interpolation_video"]) == 8 * 4  # steps x frames
+
+
+@pytest.mark.slow
+def test_resume_continues_with_optimizer_state(vaegan_run, tmp_path):
+    model = keras.saving.load_model(os.path.join(vaegan_run, "last.keras"))
+    steps = int(model.vae_optimizer.iterations.numpy())
+    assert steps > 0 and int(model.d_optimizer.iterations.numpy()) == steps
+    import shutil
+    run = shutil.copytree(vaegan_run, tmp_path / "run")
+    train("sora_vaegan", out=str(run), epochs=3, resume=True, verbose=0)
+    with open(run / "history.csv") as f:  # epoch 0 was the warm-up, in vae_only/
+        assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [1, 2]
+    resumed = keras.saving.load_model(str(run / "last.keras"))
+    assert int(resumed.vae_optimizer.iterations.numpy()) > steps
+
+
+@pytest.mark.slow
+def test_generate_writes_decodable_videos_of_the_class(vaegan_run, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert cli.main(["generate", "--model", vaegan_run, "--class", "left", "--n", "3", "--out", str(out)]) == 0
+    paths = capsys.readouterr().out.split()
+    assert len(paths) == 3 and all("/left/" in p for p in paths)
+    config = sora_vaegan.Config.tiny()
+    for p in paths:
+        assert count_frames(p) == config.num_frames
+        assert read_frames(p, [0], (config.image_size,) * 2).shape == (1, config.image_size, config.image_size, 3)
+    assert not [n for n in os.listdir(out / "left") if n.startswith(".tmp")]
+    first, second = (read_frames(p, list(range(config.num_frames)), (config.image_size,) * 2) for p in paths[:2])
+    assert not np.array_equal(first, second)  # every clip its own prior draw
+    assert cli.main(["generate", "--model", vaegan_run, "--class", "nope", "--out", str(out)]) == 2
+    assert "not one of the model's classes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_anomaly_scores_and_auroc(vaegan_run, tiny_data, tmp_path, capsys):
+    videos = sorted(os.path.join(tiny_data, "up", n) for n in os.listdir(os.path.join(tiny_data, "up")))[:2]
+    missing = str(tmp_path / "missing.mp4")
+    assert cli.main(["anomaly", "--model", vaegan_run, *videos, missing]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("score") == 2 and "missing.mp4: error" in err
+    # Scores follow reconstruction error: a clip of noise scores above a clip of the data.
+    model = keras.saving.load_model(os.path.join(vaegan_run, "best.keras"))
+    config = model.config
+    real = read_frames(videos[0], list(range(config.num_frames)), (config.image_size,) * 2)[None]
+    noise = _clips(config, 1, seed=1)
+    assert generative._scores(model, noise)[0]["score"] > generative._scores(model, real)[0]["score"]
+
+
+@pytest.mark.slow
+def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from sora_tf.export import tflite
+    from sora_tf.export.exporter import export_run
+
+    result = export_run(vaegan_run, str(tmp_path / "export"), calibration_clips=8, parity_clips=4)
+    model = keras.saving.load_model(os.path.join(vaegan_run, "best.keras"))
+    config = model.config
+    loaded = tf.saved_model.load(result["saved_model"])
+    assert {"encode", "decode", "generate", "reconstruct", "anomaly_score"} <= set(loaded.signatures)
+    clips = _clips(config, 2)
+    big = np.repeat(np.repeat(clips, 2, axis=2), 2, axis=3)  # any frame size is resized inside
+    z = loaded.signatures["encode"](frames=tf.constant(clips))["z_mean"].numpy()
+    np.testing.assert_allclose(z, np.asarray(model.encoder(clips)["z_mean"]), atol=1e-4)
+    assert loaded.signatures["encode"](frames=tf.constant(big))["z_mean"].shape == z.shape
+    frames = loaded.signatures["decode"](z=tf.constant(z), class_id=tf.constant([0, 1]))["frames"]
+    assert frames.dtype == tf.uint8 and frames.shape == clips.shape
+    seed = tf.constant([[1, 2], [1, 2]])
+    gen = loaded.signatures["generate"](class_id=tf.constant([3, 3]), seed=seed)["frames"].numpy()
+    np.testing.assert_array_equal(gen[0], gen[1])  # same seed, same class: same clip
+    scores = loaded.signatures["anomaly_score"](frames=tf.constant(clips))
+    want = generative._scores(model, clips)
+    np.testing.assert_allclose(scores["score"].numpy(), [w["score"] for w in want], rtol=1e-4)
+    # Every TFLite file: builtins only, in LiteRT, and close to Keras (recorded in parity.json).
+    for key, path in result["tflite"].items():
+        assert not tflite.flex_ops(path)
+        Interpreter(model_path=path).get_signature_runner()
+    parity = {p["artifact"]: p for p in result["parity"]}
+    assert parity["tflite_decoder_float32"]["max_abs_diff"] < 0.01  # of 255
+    assert parity["tflite_encoder_float32"]["max_abs_diff"] < 1e-4
+    assert parity["tflite_decoder_int8"]["psnr_vs_keras_db"] > 30
+    # generate from the export, as from the run
+    assert cli.main(["generate", "--model", os.path.dirname(result["saved_model"]), "--n", "1",
+                     "--out", str(tmp_path / "gen")]) == 0
+    assert len(capsys.readouterr().out.split()) == config.num_classes
+
+
+@pytest.mark.slow
+def test_sora_cls_frame_cnn_from_vaegan_encoder(vaegan_run, tiny_data, tmp_path):
+    from sora_tf.models import sora_cls
+    from sora_tf.train.run import init_frame_cnn
+
+    encoder_cnn = keras.saving.load_model(os.path.join(vaegan_run, "best.keras")).encoder \
+        .get_layer("frame_features").layer
+    config = sora_cls.Config.tiny()  # widths (8, 16, 16): the tiny encoder's (8, 16) stages match
+    core = sora_cls.build(config)
+    assert init_frame_cnn(core, vaegan_run) == ["conv0", "bn0", "conv1", "bn1"]
+    cnn = core.get_layer("frame_features").layer
+    for name in ("conv0", "bn1"):
+        for a, b in zip(cnn.get_layer(name).get_weights(), encoder_cnn.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not a run with an encoder"):
+        init_frame_cnn(core, os.path.join(vaegan_run, "judge"))
+
+
+@pytest.mark.slow
+def test_default_config_gan_steps_on_generated_video_are_finite(tiny_data):
+    """The default architecture and loss weights, adversarial from step one (no warm-up), on
+    decoded generated clips at the default 64 px: every logged term stays finite."""
+    from sora_tf.data.sources import list_clips
+    from sora_tf.train.evaluate import load_clips
+
+    config = sora_vaegan.Config()
+    clips, labels = load_clips(list_clips(tiny_data), config, limit=32)
+    model = sora_vaegan.build(config)
+    model.compile()
+    logs = model.fit(clips, labels, batch_size=16, epochs=2, verbose=0).history
+    assert all(np.isfinite(v).all() for v in logs.values())
+    assert logs["d_loss"][-1] > 0
