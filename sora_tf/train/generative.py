@@ -194,7 +194,8 @@ def evaluate_generative(run_dir, data=None, strict=False, seed=0):
     metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
         model, clips, labels, judge, real_embedding, real_sharp, seed)
     twin = os.path.join(run_dir, "vae_only")
-    if config.gan and os.path.isfile(os.path.join(twin, "best.keras")):
+    if config.gan and config.compare_vae and os.path.isfile(os.path.join(twin, "best.keras")):
+        # (without compare_vae the twin is only the GAN's warm-up, not a comparison)
         metrics["vae_only"] = _measure(load_run(twin)[0], clips, labels, judge, real_embedding, real_sharp, seed)[0]
         metrics["vaegan_fd_below_vae_only"] = (metrics["vaegan"]["samples"]["frechet_distance"]
                                                < metrics["vae_only"]["samples"]["frechet_distance"])
