@@ -36,8 +36,10 @@ def test_shapes_and_conditional_sampling():
     one = model.decoder(model.decoder_inputs(z, np.array([0])))
     two = model.decoder(model.decoder_inputs(z, np.array([1])))
     assert np.abs(np.asarray(one) - np.asarray(two)).max() > 0
-    mse, kl = model.anomaly_score(x)
+    terms = model.anomaly_score(x)
+    mse, kl = terms["reconstruction"], terms["kl"]
     assert mse.shape == (4,) and kl.shape == (4,) and np.all(np.asarray(kl) >= 0)
+    assert np.all(np.asarray(terms["score"]) >= np.asarray(mse))
 
 
 def test_vae_only_has_no_gan_terms_and_bad_configs():

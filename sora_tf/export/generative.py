@@ -55,11 +55,7 @@ def serving_functions(model, config):
         return {"frames": to_uint8(model.reconstruct(saved_model.preprocess(frames, config)))}
 
     def anomaly_score(frames):
-        x = saved_model.preprocess(frames, config)
-        rec, kl = model.anomaly_score(x)
-        pixels = float(np.prod(x.shape[1:]))
-        return {"score": rec + config.kl_weight * kl * float(np.prod(config.latent_shape)) / pixels,
-                "reconstruction": rec, "kl": kl}
+        return model.anomaly_score(saved_model.preprocess(frames, config))
 
     frames = tf.TensorSpec([None, t, None, None, 3], tf.uint8, name="frames")
     z = tf.TensorSpec([None, *config.latent_shape], tf.float32, name="z")

@@ -257,8 +257,7 @@ class SoraVaeGan(keras.Model):
 
     def call(self, frames, training=False):
         q = self.encoder(frames, training=training)
-        labels = None
-        reconstruction = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=training)
+        reconstruction = self.decoder(self.decoder_inputs(q["z_mean"]), training=training)
         return {"reconstruction": reconstruction, "z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
 
     def reconstruct(self, frames, labels=None):
@@ -273,13 +272,16 @@ class SoraVaeGan(keras.Model):
         return self.decoder(self.decoder_inputs(z, np.asarray(labels)), training=False)
 
     def anomaly_score(self, frames, labels=None):
-        """Per clip: (mean squared reconstruction error per pixel, KL of q(z|x) per latent dim),
-        the two terms of the negative ELBO, in [B] each."""
+        """Per clip, [B] each: `reconstruction` (mean squared error per pixel value), `kl`
+        (KL of q(z|x) per latent dim) and `score`, the negative ELBO up to constants in the form
+        of the training loss: reconstruction + kl_weight x KL per pixel value."""
         q = self.encoder(frames, training=False)
         rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
         x = ops.cast(frames, "float32") / 255.0
         mse = ops.mean(ops.reshape(ops.square(x - rec), (ops.shape(x)[0], -1)), axis=1)
-        return mse, kl_per_clip(q["z_mean"], q["z_log_var"]) / float(np.prod(self.config.latent_shape))
+        kl = kl_per_clip(q["z_mean"], q["z_log_var"])
+        return {"score": mse + self.config.kl_weight * kl / float(np.prod(x.shape[1:])),
+                "reconstruction": mse, "kl": kl / float(np.prod(self.config.latent_shape))}
 
     # === Training ===
     def compile(self, decay_steps=None, **kwargs):
@@ -310,29 +312,30 @@ class SoraVaeGan(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def _recon(self, x, rec):
+    def _vae_terms(self, x, rec, q):
+        """The VAE's loss (reconstruction + kl_weight x KL per pixel value) and what is logged of
+        it: `recon`, `kl` (per latent dim) and `psnr` (per frame, averaged)."""
         err = ops.abs(x - rec) if self.config.recon_loss == "l1" else ops.square(x - rec)
-        return ops.mean(err)
-
-    def _psnr(self, x, rec):
-        mse = ops.mean(ops.reshape(ops.square(x - rec), (-1, *x.shape[2:])), axis=(1, 2, 3))
-        return ops.mean(-10.0 * ops.log(ops.maximum(mse, 1e-10)) / np.log(10.0))
+        recon = ops.mean(err)
+        kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"]))
+        frame_mse = ops.mean(ops.reshape(ops.square(x - rec), (-1, *x.shape[2:])), axis=(1, 2, 3))
+        return {"loss": recon + self.config.kl_weight * kl / float(np.prod(x.shape[1:])), "recon": recon,
+                "kl": kl / float(np.prod(self.config.latent_shape)),
+                "psnr": ops.mean(-10.0 * ops.log(ops.maximum(frame_mse, 1e-10)) / np.log(10.0))}
 
     def train_step(self, data):
         frames, labels = data
         c = self.config
         x = ops.cast(frames, "float32") / 255.0
         batch = ops.shape(x)[0]
-        pixels = float(np.prod(x.shape[1:]))
         vae_vars = self.encoder.trainable_variables + self.decoder.trainable_variables
         with tf.GradientTape() as vae_tape, tf.GradientTape() as d_tape:
             q = self.encoder(frames, training=True)
             eps = keras.random.normal(ops.shape(q["z_mean"]), seed=self.seed)
             z = q["z_mean"] + ops.exp(0.5 * q["z_log_var"]) * eps
             rec = self.decoder(self.decoder_inputs(z, labels), training=True)
-            recon = self._recon(x, rec)
-            kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"])) / pixels
-            vae_loss = recon + c.kl_weight * kl
+            logs = self._vae_terms(x, rec, q)
+            vae_loss = logs["loss"]
             if c.gan:
                 fake_labels = keras.random.randint((batch,), 0, c.num_classes, seed=self.seed)
                 z_p = keras.random.normal(ops.shape(z), seed=self.seed)
@@ -354,8 +357,7 @@ class SoraVaeGan(keras.Model):
             if c.gan:
                 d_scaled = self.d_optimizer.scale_loss(d_loss)
         self.vae_optimizer.apply_gradients(zip(vae_tape.gradient(scaled, vae_vars), vae_vars))
-        logs = {"loss": vae_loss, "recon": recon, "kl": kl * pixels / float(np.prod(c.latent_shape)),
-                "psnr": self._psnr(x, rec)}
+        logs["loss"] = vae_loss
         if c.gan:
             d_vars = self.discriminator.trainable_variables
             self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_scaled, d_vars), d_vars))
@@ -371,11 +373,7 @@ class SoraVaeGan(keras.Model):
         x = ops.cast(frames, "float32") / 255.0
         q = self.encoder(frames, training=False)
         rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
-        recon = self._recon(x, rec)
-        kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"]))
-        pixels = float(np.prod(x.shape[1:]))
-        logs = {"loss": recon + self.config.kl_weight * kl / pixels, "recon": recon,
-                "kl": kl / float(np.prod(self.config.latent_shape)), "psnr": self._psnr(x, rec)}
+        logs = self._vae_terms(x, rec, q)
         self._track(logs, ops.shape(x)[0])
         return {k: self.trackers[k].result() for k in logs}
 

@@ -300,10 +300,8 @@ def _scores(model, clips):
     """Anomaly terms per clip of uint8 [N, T, S, S, 3], labels unknown."""
     out = []
     for i in range(0, len(clips), 16):
-        rec_err, kl = model.anomaly_score(clips[i:i + 16])
-        out += [{"score": float(r + model.config.kl_weight * k * np.prod(model.config.latent_shape)
-                                / np.prod(clips.shape[1:])), "reconstruction": float(r), "kl": float(k)}
-                for r, k in zip(np.asarray(rec_err), np.asarray(kl))]
+        terms = {k: np.asarray(v) for k, v in model.anomaly_score(clips[i:i + 16]).items()}
+        out += [{k: float(v[j]) for k, v in terms.items()} for j in range(len(terms["score"]))]
     return out
 
 
