@@ -114,7 +114,7 @@ def _run(args):
         from sora_tf.train.evaluate import describe, evaluate
         print(describe(evaluate(args.run, args.data, args.strict)))
     elif args.command == "generate":
-        from sora_tf.train.generative import generate
+        from sora_tf.export.runtime import generate
         for path in generate(args.model, args.out, args.class_name, args.n, args.seed, args.fps):
             print(path)
     elif args.command == "anomaly":

@@ -99,17 +99,22 @@ def test_grouped_split_keeps_each_group_on_one_side():
         grouped_split([0, 1], ["g", "g"], 0.2, seed=0)
 
 
+def _manifest_with(data, path, column, value):
+    """`data`'s manifest.csv with absolute paths and one more column, `value(row index)`."""
+    rows = list(csv.DictReader(open(os.path.join(data, "manifest.csv"))))
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", column])
+        for i, r in enumerate(rows):
+            writer.writerow([os.path.join(data, r["path"]), r["label"], value(i)])
+    return path
+
+
 def test_csv_group_column_and_grouped_run_split(tiny_data, tmp_path):
     from sora_tf.models.sora_cls import Config
     from sora_tf.train.run import make_split
 
-    rows = list(csv.DictReader(open(os.path.join(tiny_data, "manifest.csv"))))
-    manifest = tmp_path / "grouped.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "group"])
-        for i, r in enumerate(rows):
-            writer.writerow([os.path.join(tiny_data, r["path"]), r["label"], f"src{i // 2}"])
+    manifest = _manifest_with(tiny_data, tmp_path / "grouped.csv", "group", lambda i: f"src{i // 2}")
     listing = list_clips(str(manifest))
     split = make_split(listing, Config())
     assert split["method"] == "grouped"
@@ -123,13 +128,8 @@ def test_manifest_split_column_is_the_run_split(tiny_data, tmp_path):
     from sora_tf.models.sora_cls import Config
     from sora_tf.train.run import make_split
 
+    manifest = _manifest_with(tiny_data, tmp_path / "split.csv", "split", lambda i: "val" if i % 3 == 0 else "train")
     rows = list(csv.DictReader(open(os.path.join(tiny_data, "manifest.csv"))))
-    manifest = tmp_path / "split.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "split"])
-        for i, r in enumerate(rows):
-            writer.writerow([os.path.join(tiny_data, r["path"]), r["label"], "val" if i % 3 == 0 else "train"])
     listing = list_clips(str(manifest))
     split = make_split(listing, Config())
     assert split["method"] == "manifest"

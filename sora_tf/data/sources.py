@@ -146,20 +146,13 @@ def _from_csv(path):
     index = {c: i for i, c in enumerate(classes)}
     grouped = "group" in rows[0]
     items = [(os.path.join(base, r["path"]), index[r["label"]], r["group"] if grouped else None) for r in rows]
-    return items, classes
-
-
-def _csv_splits(path):
-    """{clip path: "train" or "val"} from a manifest's optional `split` column, else None."""
-    base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if "split" not in rows[0]:
-        return None
-    bad = sorted({r["split"] for r in rows} - {"train", "val"})
-    if bad:
-        raise ValueError(f"{path}: the split column takes 'train' or 'val', not {bad}")
-    return {os.path.join(base, r["path"]): r["split"] for r in rows}
+    splits = None
+    if "split" in rows[0]:  # {clip path: "train" or "val"}, the run's split as given
+        bad = sorted({r["split"] for r in rows} - {"train", "val"})
+        if bad:
+            raise ValueError(f"{path}: the split column takes 'train' or 'val', not {bad}")
+        splits = {p: r["split"] for (p, _, _), r in zip(items, rows)}
+    return items, classes, splits
 
 
 def _from_prepared(root):
@@ -190,9 +183,9 @@ def list_clips(source, strict=False, workers=None):
         return _from_prepared(source)
     if os.path.isdir(source):
         manifest = os.path.join(source, "manifest.csv")
-        items, classes = _from_csv(manifest) if os.path.isfile(manifest) else _from_folder(source)
+        items, classes, splits = _from_csv(manifest) if os.path.isfile(manifest) else (*_from_folder(source), None)
     elif source.endswith(".csv"):
-        items, classes = _from_csv(source)
+        items, classes, splits = _from_csv(source)
     else:
         raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
     # OpenCV releases the GIL while decoding, so threads probe files in parallel.
@@ -215,8 +208,6 @@ def list_clips(source, strict=False, workers=None):
         listing.skipped.append((path, reason))
     if not listing.paths:
         raise ValueError(f"{source}: no usable video files ({len(listing.skipped)} skipped)")
-    csv_path = source if source.endswith(".csv") else os.path.join(source, "manifest.csv")
-    splits = _csv_splits(csv_path) if os.path.isfile(csv_path) else None
     if splits:
         listing.splits = [splits[p] for p in listing.paths]
     return listing

@@ -2,13 +2,15 @@
 
 Each predictor has `classes`, `num_frames`, `image_size` and `predict(clip)`: uint8
 [T, S, S, 3] RGB at the model's size -> probabilities [classes]. TFLite runs in LiteRT
-(`ai_edge_litert`), not `tf.lite.Interpreter`, which is deprecated.
+(`ai_edge_litert`), not `tf.lite.Interpreter`, which is deprecated. `generate` does the same
+for a generative model: clips sampled from a run or its SavedModel, written as video files.
 """
 import json
 import os
 
 import numpy as np
 
+from sora_tf.export.saved_model import newest
 from sora_tf.export.tflite import read_labels
 
 
@@ -109,11 +111,8 @@ def load_predictor(path, threads=None):
         return TFLiteStream(path, threads) if kind == "stream" else TFLiteClip(path, threads)
     if os.path.isfile(os.path.join(path, "run.json")):
         return RunClip(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return SavedModelClip(path)
-    versions = sorted((int(v) for v in os.listdir(path) if v.isdigit()), reverse=True)
-    if versions:
-        return SavedModelClip(os.path.join(path, str(versions[0])))
+    if newest(path):
+        return SavedModelClip(newest(path))
     raise ValueError(f"{path}: neither a run directory (run.json), a SavedModel (saved_model.pb) "
                      "nor a model folder with integer versions")
 
@@ -133,3 +132,58 @@ def predict_videos(predictor, videos, top_k=3):
         order = np.argsort(-probs)[:top_k]
         results.append((video, [(predictor.classes[i], float(probs[i])) for i in order]))
     return results
+
+
+def load_generator(path):
+    """(sample(labels, seed, offset) -> uint8 clips, classes, frames per clip) of a run or a
+    SavedModel export (or its model folder: newest version); `offset` is the index of the
+    first clip, so that batches differ."""
+    import keras
+    import tensorflow as tf
+
+    from sora_tf.train.generative import to_uint8
+    from sora_tf.train.run import load_run
+
+    if os.path.isfile(os.path.join(path, "run.json")):
+        model, config, classes, _ = load_run(path)
+        if not hasattr(model, "sample"):
+            raise ValueError(f"{path}: a {type(model).__name__} run cannot generate clips")
+
+        def sample(labels, seed, offset):
+            return to_uint8(model.sample(labels, seed=keras.random.SeedGenerator(seed * 1_000_003 + offset)))
+        return sample, classes, config.num_frames
+    found = newest(path) if os.path.isdir(path) else None
+    if not found:
+        raise FileNotFoundError(f"{path}: neither a run directory nor a SavedModel (or model folder)")
+    path = found
+    loaded = tf.saved_model.load(path)
+    if "generate" not in loaded.signatures:
+        raise ValueError(f"{path}: SavedModel has no 'generate' signature")
+    with open(os.path.join(path, "assets.extra", "sora_tf.json")) as f:
+        meta = json.load(f)
+    fn = loaded.signatures["generate"]
+
+    def sample(labels, seed, offset):
+        seeds = tf.constant([[seed, offset + i] for i in range(len(labels))], tf.int32)
+        return fn(class_id=tf.constant(labels, tf.int32), seed=seeds)["frames"].numpy()
+    return sample, meta["classes"], meta["num_frames"]
+
+
+def generate(model_path, out_dir, class_name=None, n=8, seed=0, fps=12):
+    """Write `n` generated clips (per class, or of `class_name`) as video files under out_dir/<class>/."""
+    from sora_tf.train.generative import write_clip_video
+
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    sample, classes, _ = load_generator(model_path)
+    if class_name is not None and class_name not in classes:
+        raise ValueError(f"--class {class_name!r} is not one of the model's classes {classes}")
+    wanted = [classes.index(class_name)] if class_name is not None else range(len(classes))
+    labels = np.repeat(np.asarray(list(wanted), np.int32), n)
+    clips = np.concatenate([sample(labels[i:i + 16], seed, i) for i in range(0, len(labels), 16)])
+    written = []
+    for i, (clip, k) in enumerate(zip(clips, labels)):
+        folder = os.path.join(out_dir, classes[k])
+        os.makedirs(folder, exist_ok=True)
+        written.append(write_clip_video(os.path.join(folder, f"{classes[k]}_s{seed}_{i:04d}.mp4"), clip, fps, 1))
+    return written

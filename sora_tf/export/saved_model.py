@@ -21,10 +21,22 @@ from sora_tf.train.checkpoint import atomic_write, save_json
 SIGNATURES = ("serving_default", "embed", "serving_jpeg")
 
 
+def versions(model_dir):
+    """The integer version folders under `model_dir`, as ints (none when it does not exist)."""
+    return [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(model_dir) else []
+
+
 def next_version(model_dir):
     """1 + the largest integer version folder under `model_dir` (1 when there is none)."""
-    versions = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(model_dir) else []
-    return max(versions, default=0) + 1
+    return max(versions(model_dir), default=0) + 1
+
+
+def newest(path):
+    """`path` if it is a SavedModel, else its newest integer version folder, else None."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    found = versions(path)
+    return os.path.join(path, str(max(found))) if found else None
 
 
 def preprocess(frames, config):

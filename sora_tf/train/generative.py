@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from sora_tf.data.pipeline import eval_clip
 from sora_tf.data.synthetic import write_video
-from sora_tf.train.checkpoint import atomic_write, load_json, save_json
+from sora_tf.train.checkpoint import atomic_write, save_json
 from sora_tf.train.evaluate import load_clips, run_listing
 from sora_tf.train.run import load_run
 
@@ -161,9 +161,13 @@ def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
     rows = [[to_uint8(gen[i])] for k in range(model.config.num_classes)
             for i in np.flatnonzero(gen_labels == k)[:per_class]]
     paths["samples"] = write_png(os.path.join(run_dir, "samples.png"), grid(rows))
-    with open(os.path.join(run_dir, "samples.txt"), "w") as f:
-        f.write("rows of samples.png, top to bottom: " + ", ".join(
-            f"{classes[k]} x{per_class}" for k in range(model.config.num_classes)) + "\n")
+    legend = "rows of samples.png, top to bottom: " + ", ".join(
+        f"{classes[k]} x{per_class}" for k in range(model.config.num_classes)) + "\n"
+
+    def write_legend(tmp):
+        with open(tmp, "w") as f:
+            f.write(legend)
+    atomic_write(os.path.join(run_dir, "samples.txt"), write_legend)
     # Two clips of different classes where there are.
     first = 0
     other = next((i for i in range(len(labels)) if labels[i] != labels[first]), min(1, len(labels) - 1))
@@ -227,53 +231,7 @@ def summary_lines(metrics):
     return "\n".join(lines)
 
 
-# === Uses ===
-
-def load_generator(path):
-    """(sample(labels, seed, offset) -> uint8 clips, classes, frames per clip) of a run or a
-    SavedModel export; `offset` is the index of the first clip, so that batches differ."""
-    if os.path.isfile(os.path.join(path, "run.json")):
-        model, config, classes, _ = load_run(path)
-        if not hasattr(model, "sample"):
-            raise ValueError(f"{path}: a {type(model).__name__} run cannot generate clips")
-        def sample(labels, seed, offset):
-            return to_uint8(model.sample(labels, seed=keras.random.SeedGenerator(seed * 1_000_003 + offset)))
-        return sample, classes, config.num_frames
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        versions = sorted((int(v) for v in os.listdir(path) if v.isdigit()), reverse=True) \
-            if os.path.isdir(path) else []
-        if not versions:
-            raise FileNotFoundError(f"{path}: neither a run directory nor a SavedModel (or model folder)")
-        path = os.path.join(path, str(versions[0]))
-    loaded = tf.saved_model.load(path)
-    if "generate" not in loaded.signatures:
-        raise ValueError(f"{path}: SavedModel has no 'generate' signature")
-    meta = load_json(os.path.join(path, "assets.extra", "sora_tf.json"))
-    fn = loaded.signatures["generate"]
-
-    def sample(labels, seed, offset):
-        seeds = tf.constant([[seed, offset + i] for i in range(len(labels))], tf.int32)
-        return fn(class_id=tf.constant(labels, tf.int32), seed=seeds)["frames"].numpy()
-    return sample, meta["classes"], meta["num_frames"]
-
-
-def generate(model_path, out_dir, class_name=None, n=8, seed=0, fps=12):
-    """Write `n` generated clips (per class, or of `class_name`) as video files under out_dir/<class>/."""
-    if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
-    sample, classes, _ = load_generator(model_path)
-    if class_name is not None and class_name not in classes:
-        raise ValueError(f"--class {class_name!r} is not one of the model's classes {classes}")
-    wanted = [classes.index(class_name)] if class_name is not None else range(len(classes))
-    labels = np.repeat(np.asarray(list(wanted), np.int32), n)
-    clips = np.concatenate([sample(labels[i:i + 16], seed, i) for i in range(0, len(labels), 16)])
-    written = []
-    for i, (clip, k) in enumerate(zip(clips, labels)):
-        folder = os.path.join(out_dir, classes[k])
-        os.makedirs(folder, exist_ok=True)
-        written.append(write_clip_video(os.path.join(folder, f"{classes[k]}_s{seed}_{i:04d}.mp4"), clip, fps, 1))
-    return written
-
+# === Uses (generating clips: sora_tf.export.runtime.generate, beside predict) ===
 
 def anomaly_scores(run_dir, videos):
     """[(video, {"score", "reconstruction", "kl"} or an error string)].

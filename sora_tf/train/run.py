@@ -124,14 +124,24 @@ def init_frame_cnn(core, run_dir):
     return copied
 
 
+def _resume(out):
+    """(model from last.keras, first epoch to run, best monitored value so far) of run `out`."""
+    state = load_json(os.path.join(out, "state.json"))
+    log.info("resuming %s from epoch %d", out, state["epoch"] + 2)
+    return keras.saving.load_model(os.path.join(out, "last.keras")), state["epoch"] + 1, state["best"]
+
+
+def _logs(out, resuming):
+    """history.csv (appended to on resume) and TensorBoard under the run."""
+    return [keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
+            keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False)]
+
+
 def _fit_classifier(module, model_name, config, out, train_ds, val_ds, steps, resuming, verbose):
     """fit() an augmenting trainer around the model; best.keras is the bare model at best val_accuracy."""
     if resuming:
-        trainer = keras.saving.load_model(os.path.join(out, "last.keras"))
-        state = load_json(os.path.join(out, "state.json"))
-        initial_epoch, best = state["epoch"] + 1, state["best"]
+        trainer, initial_epoch, best = _resume(out)
         core = trainer.get_layer(model_name)
-        log.info("resuming %s from epoch %d", out, initial_epoch + 1)
     else:
         core = module.build(config)
         if getattr(config, "init_frame_cnn", ""):
@@ -140,12 +150,8 @@ def _fit_classifier(module, model_name, config, out, train_ds, val_ds, steps, re
         trainer = trainer_for(core, config)
         compile_trainer(trainer, config, steps)
         initial_epoch, best = 0, None
-    callbacks = [
-        RunCheckpoint(out, core, best=best),
-        keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
-        keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max"),
-    ]
+    callbacks = [RunCheckpoint(out, core, best=best), *_logs(out, resuming),
+                 keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max")]
     if initial_epoch < config.epochs:
         trainer.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
                     initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
@@ -173,10 +179,7 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         if resuming:
-            model = keras.saving.load_model(os.path.join(out, "last.keras"))
-            state = load_json(os.path.join(out, "state.json"))
-            initial_epoch, best = state["epoch"] + 1, state["best"]
-            log.info("resuming %s from epoch %d", out, initial_epoch + 1)
+            model, initial_epoch, best = _resume(out)
         else:
             model = module.build(config)
             initial_epoch, best = 0, None
@@ -188,12 +191,8 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
                 initial_epoch = config.gan_warmup
                 log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
             model.compile(decay_steps=(config.epochs - initial_epoch) * steps)
-        callbacks = [
-            RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False),
-            keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
-            keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False),
-            keras.callbacks.TerminateOnNaN(),
-        ]
+        callbacks = [RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False),
+                     *_logs(out, resuming), keras.callbacks.TerminateOnNaN()]
         if config.snapshot_epoch:
             callbacks.append(_SaveAfter(config.snapshot_epoch, os.path.join(out, f"epoch{config.snapshot_epoch}.keras")))
         if initial_epoch < config.epochs:
