@@ -40,6 +40,17 @@ def test_same_clips_as_the_video_path_up_to_jpeg_loss(prepared_dir, tiny_data, v
         assert diff < 6, diff
 
 
+@pytest.mark.parametrize("source", ["videos", "prepared"])
+@pytest.mark.parametrize("training", [True, False])
+def test_readers_run_without_the_autotuner(prepared_dir, tiny_data, source, training):
+    """Its thread held up the end of every pass (see `without_autotune_stall`); both readers
+    turn it off, for training and evaluation, and still decode files in parallel."""
+    listing = list_clips(tiny_data if source == "videos" else prepared_dir)
+    ds = dataset_for(listing, clip_len=4, size=(24, 24), training=training, batch_size=4)
+    assert ds.options().autotune.enabled is False
+    assert next(iter(ds))["frames"].shape == (4, 4, 24, 24, 3)
+
+
 @pytest.mark.parametrize("where", ["eager", "tf.data"])
 def test_decode_jpegs_resizes_in_graph(prepared_dir, where):
     record = next(iter(tf.data.TFRecordDataset(os.path.join(prepared_dir, "clips-00000-of-00005.tfrecord"))))

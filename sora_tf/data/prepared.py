@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from sora_tf.atomic import atomic_dir
+from sora_tf.data.pipeline import sample_indices, view_indices, without_autotune_stall
 from sora_tf.data.video import VideoError, read_frames
 
 log = logging.getLogger("sora_tf.data")
@@ -138,8 +139,6 @@ def make_prepared_dataset(root, records, *, clip_len, size, training, batch_size
                           stride_range=1.0, strides=None, cache=False, views=None, drop_remainder=None):
     """`make_dataset`'s elements, read from a prepared folder: clips sampled from the stored
     frames with the same `sample_indices` / `view_indices`, JPEGs decoded in-graph."""
-    from sora_tf.data.pipeline import sample_indices, view_indices
-
     manifest = load_manifest(root)
     total = len(manifest["clips"])
     stride_table = np.zeros(total, np.float32)
@@ -171,4 +170,5 @@ def make_prepared_dataset(root, records, *, clip_len, size, training, batch_size
     ds = tf.data.Dataset.zip(ds, seeds).map(load, num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=not training)
     drop = training if drop_remainder is None else drop_remainder
-    return ds.batch(batch_size, drop_remainder=drop and len(records) >= batch_size).prefetch(tf.data.AUTOTUNE)
+    return without_autotune_stall(
+        ds.batch(batch_size, drop_remainder=drop and len(records) >= batch_size).prefetch(tf.data.AUTOTUNE))
