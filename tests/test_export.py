@@ -151,6 +151,20 @@ def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
     assert parity["tflite_int8"]["file_bytes"] < parity["tflite_float32"]["file_bytes"]
 
 
+def test_tflite_names_are_compact_but_inputs_and_outputs_keep_theirs(exported):
+    _, result = exported
+    for variant in ("int8", "stream_float32"):
+        model = tflite._read_model(open(result["tflite"][variant], "rb").read())
+        graph = model.subgraphs[0]
+        ends = set(graph.inputs.tolist()) | set(graph.outputs.tolist())
+        inner = [(i, t.name.decode()) for i, t in enumerate(graph.tensors) if i not in ends]
+        assert inner and all(name == f"t{i}" for i, name in inner)
+        names = {t.name.decode() for i, t in enumerate(graph.tensors) if i in ends}
+        assert any("frame" in n for n in names) and not any(n.startswith("t") and n[1:].isdigit() for n in names)
+        keys = {m.name.decode() for m in model.signatureDefs[0].inputs}
+        assert ("frames" in keys) if variant == "int8" else {"frame", "state_prev"} <= keys
+
+
 def test_streaming_equals_the_clip_model(exported, val_clips):
     _, result = exported
     model, clips, _ = val_clips

@@ -37,6 +37,15 @@ def test_ensure_builds_once(tmp_path):
     assert not [d for d in os.listdir(tmp_path) if d.startswith(".partial-")]
 
 
+def test_ensure_rebuilds_a_cache_of_another_size(tmp_path, monkeypatch):
+    """A cached dataset built with other variant settings (say fewer clips per class) is stale."""
+    first = synthetic.ensure("tiny", root=str(tmp_path))
+    bigger = dataclasses.replace(synthetic.VARIANTS["tiny"], clips_per_class=7)
+    monkeypatch.setitem(synthetic.VARIANTS, "tiny", bigger)
+    assert synthetic.ensure("tiny", root=str(tmp_path)) == first
+    assert len(list_clips(first).paths) == 7 * 7
+
+
 def test_motion_classes_move_and_static_does_not():
     spec = synthetic.Variant(clips_per_class=1, size=64, frames=12, jitter=0.0)
     def motion(cls):

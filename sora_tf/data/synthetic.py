@@ -35,7 +35,7 @@ class Variant:
 
 VARIANTS = {
     "tiny": Variant(clips_per_class=6, size=48, frames=16),
-    "default": Variant(clips_per_class=200, size=96, frames=24),
+    "default": Variant(clips_per_class=400, size=96, frames=24),
 }
 
 
@@ -199,7 +199,9 @@ def ensure(variant="default", seed=0, root=None):
     meta = os.path.join(out, "dataset.json")
     if os.path.isfile(meta):
         with open(meta) as f:
-            if json.load(f).get("version") == VERSION:
-                return out
+            found = json.load(f)
+        if found.get("version") == VERSION and all(
+                found.get(k) == v for k, v in dataclasses.asdict(VARIANTS[variant]).items()):
+            return out
     log.info("generating %s dataset into %s (first use)", variant, out)
     return generate(out, variant, seed)
