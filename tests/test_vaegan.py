@@ -114,7 +114,7 @@ def test_tiny_run_trains_twin_and_judge_and_evaluates(vaegan_run, capsys):
     for name in ("vaegan", "vae_only"):
         r, s = metrics[name]["reconstruction"], metrics[name]["samples"]
         assert np.isfinite([r["psnr"], r["ssim"], r["mse"], s["frechet_distance"], s["sharpness_vs_real"]]).all()
-        assert 0 <= s["sample_accuracy"] <= 1
+        assert 0 <= s["sample_accuracy"] <= 1 and 0 <= r["judge_accuracy"] <= 1
     assert isinstance(metrics["vaegan_fd_below_vae_only"], bool)
     for path in metrics["pictures"].values():
         assert os.path.getsize(path) > 0

@@ -82,7 +82,7 @@ class Config:
     unroll: bool = False  # export sets it for builtins-only TFLite
     # Losses
     gan: bool = True  # False: the VAE alone
-    gan_warmup: int = 3  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
+    gan_warmup: int = 2  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
     snapshot_epoch: int = 0  # > 0: also save epoch<k>.keras after k epochs (the warm-up hand-over)
     recon_loss: str = "l1"
     kl_weight: float = 0.05  # on KL (nats) per pixel value
@@ -91,7 +91,7 @@ class Config:
     feature_weight: float = 0.01
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
-    epochs: int = 8
+    epochs: int = 5  # over the default data's 400 clips per class: 700 steps
     batch_size: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 2e-4
@@ -106,7 +106,7 @@ class Config:
     # Evaluation: a sora_cls trained on the same data judges samples (Frechet distance in its
     # embedding space, class accuracy). Empty: train one into the run's judge/ folder.
     judge_run: str = ""
-    judge_epochs: int = 12
+    judge_epochs: int = 6
     compare_vae: bool = True  # also train the VAE alone (run's vae_only/) and compare
     samples_per_class: int = 40
 

@@ -7,7 +7,8 @@ twin, judged by a sora_cls (`judge/`, or the config's `judge_run`):
 - `frechet_distance`: between real held-out clips and prior samples, in the judge's embedding
   space. A Frechet Video Distance analogue: FVD uses a pretrained I3D, which is not available
   here, so the numbers compare runs on the same judge only, not with published FVDs;
-- `sample_accuracy`: how often the judge calls a class-conditional sample its intended class.
+- `sample_accuracy`: how often the judge calls a class-conditional sample its intended class,
+  and `reconstruction.judge_accuracy`, how often it calls a reconstruction the true class.
 """
 import logging
 import os
@@ -94,7 +95,10 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
     seeds = keras.random.SeedGenerator(seed)  # advances every batch: no batch repeats another
     gen = _batched(lambda l: model.sample(l, seed=seeds), sample_labels)
     emb, probs = _judge(judge, to_uint8(gen))
-    rec_emb, _ = _judge(judge, to_uint8(rec))
+    rec_emb, rec_probs = _judge(judge, to_uint8(rec))
+    # Does the judge still see the class in a reconstruction? Where the decoder drops the motion,
+    # samples it draws from the prior cannot show a class either.
+    result["reconstruction"]["judge_accuracy"] = float(np.mean(rec_probs.argmax(1) == labels))
     result["samples"] = {
         "num_samples": int(len(gen)),
         "frechet_distance": frechet_distance(real_embedding, emb),
@@ -226,6 +230,7 @@ def summary_lines(metrics):
                     f"  sharpness {s['sharpness_vs_real']:.2f}")
             if "sample_accuracy" in s:
                 line += f"  sample accuracy {s['sample_accuracy']:.3f}"
+            line += f"  judge on reconstructions {r['judge_accuracy']:.3f}"
             lines.append(line)
     lines += [f"{k}: {v}" for k, v in metrics["pictures"].items()]
     return "\n".join(lines)
