@@ -56,6 +56,20 @@ def eval_clip(path, clip_len, size):
     return read_frames(path, indices.numpy(), size)
 
 
+def per_video(videos, clip_len, size, fn):
+    """[(video, fn(its eval clip) or the error string)] for `predict` and `anomaly`: a video that
+    is missing or cannot be decoded gets its error (which names it) and the rest go on."""
+    results = []
+    for video in videos:
+        try:
+            clip = eval_clip(video, clip_len, size)
+        except (ValueError, OSError) as e:
+            results.append((video, str(e)))
+            continue
+        results.append((video, fn(clip)))
+    return results
+
+
 def view_indices(num_frames, clip_len, views, stride=0.0):
     """[views, T] indices for multi-view evaluation: `views` windows at the eval stride, spread
     evenly from the start to the end of the video (they coincide when one window spans it);

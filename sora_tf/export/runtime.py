@@ -119,19 +119,12 @@ def load_predictor(path, threads=None):
 
 def predict_videos(predictor, videos, top_k=3):
     """[(video, [(class, probability), ...] or an error string)], eval sampling per video."""
-    from sora_tf.data.pipeline import eval_clip
+    from sora_tf.data.pipeline import per_video
 
-    results = []
-    for video in videos:
-        try:
-            clip = eval_clip(video, predictor.num_frames, (predictor.image_size,) * 2)
-        except (ValueError, OSError) as e:
-            results.append((video, str(e)))
-            continue
+    def top(clip):
         probs = predictor.predict(clip)
-        order = np.argsort(-probs)[:top_k]
-        results.append((video, [(predictor.classes[i], float(probs[i])) for i in order]))
-    return results
+        return [(predictor.classes[i], float(probs[i])) for i in np.argsort(-probs)[:top_k]]
+    return per_video(videos, predictor.num_frames, (predictor.image_size,) * 2, top)
 
 
 def load_generator(path):

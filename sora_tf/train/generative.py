@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.data.pipeline import eval_clip
+from sora_tf.data.pipeline import per_video
 from sora_tf.data.synthetic import write_video
 from sora_tf.train.checkpoint import atomic_write, save_json
 from sora_tf.train.evaluate import load_clips, run_listing
@@ -248,15 +248,8 @@ def anomaly_scores(run_dir, videos):
     model, config, classes, _ = load_run(run_dir)
     if not hasattr(model, "anomaly_score"):
         raise ValueError(f"{run_dir}: a {type(model).__name__} run has no anomaly score")
-    results = []
-    for video in videos:
-        try:
-            clip = eval_clip(video, config.num_frames, (config.image_size,) * 2)
-        except (ValueError, OSError) as e:
-            results.append((video, str(e)))
-            continue
-        results.append((video, _scores(model, clip[None])[0]))
-    return results
+    return per_video(videos, config.num_frames, (config.image_size,) * 2,
+                     lambda clip: _scores(model, clip[None])[0])
 
 
 def _scores(model, clips):
