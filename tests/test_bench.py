@@ -10,7 +10,7 @@ def test_bench_input_and_augment_write_reports(tiny_data, tmp_path, monkeypatch)
     assert bench.main(["--only", "input", "--only", "augment", "--data", tiny_data, "--clips", "6"]) == 0
     report = json.load(open("benchmarks.json"))
     rows = {r["label"]: r for r in report["Input pipeline (eval clips, 16 frames at 64x64)"]}
-    assert set(rows) == {"a", "b", "c", "d"} and rows["a"]["clips"] == 6
+    assert set(rows) == {"a", "b", "c", "d", "d0"} and rows["a"]["clips"] == 6 and rows["d"]["passes"] == 3
     assert rows["b"]["b/a"] > 0 and rows["c"]["c/d"] > 0
     assert all(r["command"].startswith("python -m sora_tf.bench") for r in rows.values())
     assert report["Augmentation"][0]["speedup"] > 0

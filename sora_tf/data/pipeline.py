@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.data.video import VideoError, count_frames, read_frames
+from sora_tf.data.video import VideoError, count_frames, read_frames, single_threaded_opencv
 
 log = logging.getLogger("sora_tf.data")
 
@@ -128,6 +128,7 @@ def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size,
     """
     if not paths:
         raise ValueError("make_dataset needs at least one clip")
+    single_threaded_opencv()
     failures = failures if failures is not None else DecodeFailures()
     h, w = size
 
