@@ -177,6 +177,46 @@ def test_streaming_equals_the_clip_model(exported, val_clips):
     assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(1), 1.0, atol=0.02)
 
 
+def _frame_features(path):
+    """The index of the per-frame feature tensor in a .tflite: the FULLY_CONNECTED that reads the
+    flattened last convolution, and an interpreter that keeps every tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = tflite._read_model(open(path, "rb").read())
+    graph = model.subgraphs[0]
+    producer = {int(t): op for op in graph.operators for t in op.outputs}
+
+    def kind(op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    ops = schema.BuiltinOperator
+    [feature] = [int(op.outputs[0]) for op in graph.operators if kind(op) == ops.FULLY_CONNECTED
+                 and kind(producer.get(int(op.inputs[0]), op)) == ops.RESHAPE
+                 and kind(producer.get(int(producer[int(op.inputs[0])].inputs[0]), op)) == ops.CONV_2D]
+    return feature, Interpreter(model_path=path, experimental_preserve_all_tensors=True)
+
+
+def test_int8_stream_and_clip_models_compute_the_same_frame_features(exported, val_clips):
+    """Bit for bit: the two int8 files differ only in how the recurrent cell is quantised (one
+    scale per unrolled step in the clip model, one for all steps in the stream), not in what the
+    frame CNN sees. The frame difference once made them differ: see `clipped_difference`."""
+    _, result = exported
+    _, clips, _ = val_clips
+    clip_feature, clip_model = _frame_features(result["tflite"]["int8"])
+    stream_feature, stream_model = _frame_features(result["tflite"]["stream_int8"])
+    run_clip, step = clip_model.get_signature_runner(), stream_model.get_signature_runner()
+    for clip in clips[:3].astype(np.float32):
+        run_clip(frames=clip[None])
+        expected = clip_model.get_tensor(clip_feature).reshape(len(clip), -1)
+        state = {k: np.zeros(v["shape"], np.float32) for k, v in step.get_input_details().items() if k != "frame"}
+        for t, frame in enumerate(clip):
+            out = step(frame=frame[None], **state)
+            state = {k: out[k] for k in state}
+            np.testing.assert_array_equal(stream_model.get_tensor(stream_feature).reshape(-1), expected[t])
+
+
 def test_predict_gives_the_same_answer_from_every_format(exported, tiny_run, tiny_data, capsys):
     _, result = exported
     video = os.path.join(tiny_data, "left", "left_0000.mp4")

@@ -52,13 +52,17 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
         variants = tflite_variants or tflite.CLIP_VARIANTS
         paths = tflite.export_tflite(model, classes, tmp, calib.astype(np.float32), variants=variants,
                                      info={**source, "version": int(version)})
+        outputs = {}
         for key, file in paths.items():
             if tflite.flex_ops(file):
                 raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
             runner = load_predictor(file)  # a clip model, or a streaming one fed frame by frame
-            probs = np.stack([runner.predict(c) for c in val_clips])
+            outputs[key] = probs = np.stack([runner.predict(c) for c in val_clips])
             entry = _agreement(f"tflite_{key}", probs, reference, val_labels)
             entry["file_bytes"] = os.path.getsize(file)
+            clip_twin = outputs.get(key.removeprefix("stream_")) if key.startswith("stream_") else None
+            if clip_twin is not None:  # the clip file of the same quantisation
+                entry["top1_agreement_with_clip_file"] = float(np.mean(probs.argmax(1) == clip_twin.argmax(1)))
             parity.append(entry)
         save_json(os.path.join(tmp, "parity.json"), parity)
     return {"saved_model": path, "tflite": {k: os.path.join(final, os.path.basename(p)) for k, p in paths.items()},
@@ -68,8 +72,11 @@ def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, 
 def parity_table(parity):
     if parity and "top1_agreement" not in parity[0]:
         return generative.parity_table(parity)
-    lines = [f"{'artifact':24} {'clips':>5} {'top1 agree':>10} {'max |dp|':>9} {'accuracy':>8} {'bytes':>9}"]
+    lines = [f"{'artifact':24} {'clips':>5} {'top1 agree':>10} {'max |dp|':>9} {'accuracy':>8} {'bytes':>9}"
+             f" {'top1 agree with clip file':>25}"]
     for p in parity:
+        twin = p.get("top1_agreement_with_clip_file")
         lines.append(f"{p['artifact']:24} {p['num_clips']:5d} {p['top1_agreement']:10.4f} "
-                     f"{p['max_prob_diff']:9.2e} {p['accuracy']:8.4f} {p.get('file_bytes', ''):>9}")
+                     f"{p['max_prob_diff']:9.2e} {p['accuracy']:8.4f} {p.get('file_bytes', ''):>9}"
+                     f" {'' if twin is None else f'{twin:.4f}':>25}")
     return "\n".join(lines)
