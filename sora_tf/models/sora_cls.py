@@ -243,16 +243,17 @@ def stream_model(clip_model, batch=None):
     frame_f32 = layers.Identity(dtype="float32")(frame)
     new_state = {}
     if config.frame_diff:
-        # The previous and the current frame go through one tensor, as consecutive frames do in
-        # the clip model: int8 then quantises and scales both alike, and a still pixel's
-        # difference is exactly zero (see `clipped_difference`).
-        pair = ops.stack([state["state_prev"], frame_f32], axis=1)  # [B, 2, H, W, 3]
+        # The previous and the current frame go through one tensor (a batch of 2B), as
+        # consecutive frames do in the clip model: int8 then quantises and scales both alike, and
+        # a still pixel's difference is exactly zero (see `clipped_difference`). Stacked on a new
+        # axis instead, the 5-D tensors left XNNPACK: 3.2 to 4.2 ms a frame at 172 px, not 1.1 to 1.4.
+        pair = ops.concatenate([state["state_prev"], frame_f32], axis=0)
         pair_n = normalize(pair)
-        k_pair = (config.diff_scale / config.diff_clip) * pair_n
-        diff = clipped_difference(k_pair[:, 1], k_pair[:, 0], config.diff_clip)
-        diff = state["state_started"][:, :, None, None] * diff
-        new_state["state_prev"], new_state["state_started"] = pair[:, 1], ops.ones_like(state["state_started"])
-        x = ops.concatenate([pair_n[:, 1], diff], axis=-1)
+        k_previous, kx = ops.split((config.diff_scale / config.diff_clip) * pair_n, 2, axis=0)
+        diff = state["state_started"][:, :, None, None] * clipped_difference(kx, k_previous, config.diff_clip)
+        current = ops.split(pair, 2, axis=0)[1]
+        new_state["state_prev"], new_state["state_started"] = current, ops.ones_like(state["state_started"])
+        x = ops.concatenate([ops.split(pair_n, 2, axis=0)[1], diff], axis=-1)
     else:
         x = normalize(frame_f32)
     x = cnn(x)
