@@ -87,6 +87,11 @@ def test_frechet_distance_and_auroc():
     assert generative.auroc([1, 2, 3], [4, 5]) == 1.0
     assert generative.auroc([4, 5], [1, 2, 3]) == 0.0
     assert generative.auroc([1, 2], [1, 2]) == 0.5
+    still = np.full((1, 4, 8, 8, 3), 128, np.uint8)
+    flicker = still.copy()
+    flicker[0, 1::2] = 0  # every other frame black: each change is 128/255 on every pixel
+    assert generative.motion_energy(still)[0] == 0.0
+    np.testing.assert_allclose(generative.motion_energy(flicker), [(128 / 255) ** 2], rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

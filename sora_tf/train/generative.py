@@ -269,10 +269,19 @@ def auroc(normal, anomalous):
     return float(greater + 0.5 * ties)
 
 
+def motion_energy(clips):
+    """Mean squared frame-to-frame change per clip of uint8 [N, T, H, W, 3], in [0, 1] pixel
+    units: a score with no model at all, which a learned anomaly score has to beat (where the
+    anomalous class simply moves more, it is hard to beat)."""
+    x = np.asarray(clips, np.float32) / 255.0
+    return np.square(np.diff(x, axis=1)).mean(axis=(1, 2, 3, 4))
+
+
 def anomaly_auroc(run_dir, data):
     """AUROC of the anomaly score on every clip of `data` the run did not train on, nor any clip
     of the same source video (group): clips of the run's classes are normal, clips of other
-    classes anomalous. Writes anomaly.json in the run."""
+    classes anomalous. Also the AUROC of each term alone and of `motion_energy`, the no-model
+    baseline. Writes anomaly.json in the run."""
     from sora_tf.data.sources import list_clips
 
     model, config, classes, info = load_run(run_dir)
@@ -296,5 +305,7 @@ def anomaly_auroc(run_dir, data):
     for key in ("score", "reconstruction", "kl"):
         values = np.array([s[key] for s in scores])
         result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
+    energy = motion_energy(clips)
+    result["auroc_baseline_motion_energy"] = auroc(energy[is_normal], energy[~is_normal])
     save_json(os.path.join(run_dir, "anomaly.json"), result)
     return result
