@@ -21,7 +21,7 @@ _CAPTURE_PARAMS = [cv2.CAP_PROP_N_THREADS, 1]
 
 
 def open_capture(path):
-    """An OpenCV capture of `path` (a file path or a camera index) with one decoding thread."""
+    """An OpenCV capture of the video file `path` with one decoding thread."""
     return cv2.VideoCapture(path, cv2.CAP_ANY, _CAPTURE_PARAMS)
 
 
