@@ -1,16 +1,18 @@
 """The run end to end on the tiny preset: artifacts, metrics, resume, eval determinism, CLI."""
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from sora_tf.cli import main
 from sora_tf.export.runtime import load_predictor, predict_videos
-from sora_tf.train.evaluate import evaluate
-from sora_tf.train.run import train
+from sora_tf.train.evaluate import evaluate, load_clips, run_listing
+from sora_tf.train.run import load_run, train
 from tests.conftest import history_epochs
 
 
@@ -49,6 +51,22 @@ def test_resume_continues_from_last_epoch(tiny_run, tmp_path):
     train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
     assert history_epochs(run) == [0, 1, 2]
     assert json.load(open(os.path.join(run, "state.json")))["epoch"] == 2
+
+
+def test_weight_average_is_what_is_validated_checkpointed_and_resumed(tiny_data, tmp_path):
+    run = str(tmp_path / "ema")
+    train("sora_cls", tiny_data, run, epochs=2, preset="tiny", sets=["ema_momentum=0.5"], verbose=0)
+    state = json.load(open(os.path.join(run, "state.json")))
+    # best.keras holds the weights validation saw: on the validation clips it gives the logged
+    # val_loss of its epoch (the raw weights, which differ from their average, would not)
+    model, config, classes, info = load_run(run)
+    clips, labels = load_clips(run_listing(run, classes, info), config)
+    probs = np.asarray(model(clips, training=False)["probabilities"])
+    loss = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+    logged = {int(r["epoch"]): float(r["val_loss"]) for r in csv.DictReader(open(os.path.join(run, "history.csv")))}
+    assert loss == pytest.approx(logged[state["best_epoch"]], rel=1e-4)
+    train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
+    assert history_epochs(run) == [0, 1, 2]
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

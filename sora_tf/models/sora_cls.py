@@ -44,6 +44,11 @@ class Config:
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
+    # Validate, checkpoint and export an exponential moving average of the weights (0: off). On
+    # the default data, same config otherwise: best 0.9554 and the last 6 epochs 0.945 to 0.946
+    # with it; 0.9464 and 0.929 to 0.938 without (a fresh-clone run), and 0.930 against 0.918 at
+    # epochs 4 to 9.
+    ema_momentum: float = 0.99
     val_fraction: float = 0.2
     split: str = "auto"  # "grouped" keeps each source video on one side; auto: grouped if the data has groups
     seed: int = 0
@@ -70,7 +75,8 @@ class Config:
     def tiny(cls):
         """Seconds on two CPU cores: `python -m sora_tf train --model sora_cls --preset tiny`."""
         return cls(num_frames=8, image_size=32, cnn_widths=(8, 16, 16), frame_features=32,
-                   rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2)
+                   rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2,
+                   ema_momentum=0.0)  # a few steps: an average over ~100 would be the initial weights
 
     def validate(self):
         if self.split not in ("auto", "grouped", "stratified"):
@@ -87,6 +93,8 @@ class Config:
             raise ValueError(f"fps must be >= 0 (0: whole video), got {self.fps}")
         if self.cache_mb < 0:
             raise ValueError(f"cache_mb must be >= 0, got {self.cache_mb}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
             raise ValueError("pixel_mean and pixel_std need 3 values (R, G, B)")
 

@@ -52,7 +52,10 @@ def trainer_for(core, config):
 def compile_trainer(trainer, config, steps_per_epoch):
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
-    trainer.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+    ema = getattr(config, "ema_momentum", 0.0)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, use_ema=ema > 0,
+                                       ema_momentum=ema or 0.99)
+    trainer.compile(optimizer=optimizer,
                     loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 
 
@@ -152,6 +155,10 @@ def _fit_classifier(module, model_name, config, out, train_ds, val_ds, steps, re
         initial_epoch, best = 0, None
     callbacks = [RunCheckpoint(out, core, best=best), *_logs(out, resuming),
                  keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max")]
+    if getattr(config, "ema_momentum", 0.0) > 0:
+        # The averaged weights are in the model from the end of each epoch (so validation and
+        # both checkpoints have them) to the start of the next; training steps use the raw ones.
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if initial_epoch < config.epochs:
         trainer.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
                     initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
