@@ -69,6 +69,17 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(tiny_data,
     assert history_epochs(run) == [0, 1, 2]
 
 
+def test_resume_of_a_run_from_before_the_weight_average(tiny_run, tmp_path):
+    run = str(tmp_path / "older")
+    shutil.copytree(tiny_run, run)
+    path = os.path.join(run, "config.json")
+    config = json.load(open(path))
+    del config["ema_momentum"]  # its config.json predates the field, whose default is on
+    json.dump(config, open(path, "w"))
+    train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
+    assert history_epochs(run) == [0, 1, 2]
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="last.keras"):
         train("sora_cls", out=str(tmp_path / "none"), resume=True)

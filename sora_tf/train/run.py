@@ -52,9 +52,8 @@ def trainer_for(core, config):
 def compile_trainer(trainer, config, steps_per_epoch):
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
-    ema = getattr(config, "ema_momentum", 0.0)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay, use_ema=ema > 0,
-                                       ema_momentum=ema or 0.99)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay,
+                                       use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
     trainer.compile(optimizer=optimizer,
                     loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 
@@ -155,7 +154,7 @@ def _fit_classifier(module, model_name, config, out, train_ds, val_ds, steps, re
         initial_epoch, best = 0, None
     callbacks = [RunCheckpoint(out, core, best=best), *_logs(out, resuming),
                  keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max")]
-    if getattr(config, "ema_momentum", 0.0) > 0:
+    if trainer.optimizer.use_ema:  # as compiled: a run resumed from before `ema_momentum` has none
         # The averaged weights are in the model from the end of each epoch (so validation and
         # both checkpoints have them) to the start of the next; training steps use the raw ones.
         callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
