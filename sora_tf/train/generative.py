@@ -148,12 +148,12 @@ def interpolate(model, clips, labels, steps=8):
     """Clips decoded along the line between the latents (and classes) of clips[0] and clips[1]."""
     q = model.encoder(clips[:2], training=False)
     z = np.asarray(q["z_mean"])
-    w = np.linspace(0, 1, steps)[:, None, None, None]
+    w = np.linspace(0, 1, steps, dtype=np.float32)[:, None]
     inputs = {"z": (1 - w) * z[0] + w * z[1]}
     if model.config.conditional:
         onehot = np.eye(model.config.num_classes, dtype=np.float32)[labels[:2]]
-        inputs["class"] = (1 - w[:, :, 0, 0]) * onehot[0] + w[:, :, 0, 0] * onehot[1]
-    return to_uint8(model.decoder(inputs, training=False))
+        inputs["class"] = (1 - w) * onehot[0] + w * onehot[1]
+    return to_uint8(model.decoder(inputs, training=False)["frames"])
 
 
 def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
