@@ -44,7 +44,7 @@ def serving_functions(model, config):
 
     def decode(z, class_id):
         return {"frames": to_uint8(model.decoder(model.decoder_inputs(z, labels_or_none(class_id)),
-                                                 training=False)["frames"])}
+                                                 training=False))}
 
     def generate(class_id, seed):
         z = tf.map_fn(lambda sd: tf.random.stateless_normal(config.latent_shape, sd), seed,
@@ -83,7 +83,7 @@ def tflite_functions(model):
     @tf.function(input_signature=[specs])
     def decoder(inputs):
         named = {"z": inputs["z"], **({"class": inputs["label"]} if "label" in inputs else {})}
-        return {"frames": unrolled.decoder(named, training=False)["frames"] * 255.0}
+        return {"frames": unrolled.decoder(named, training=False) * 255.0}
     return unrolled, {"encoder": encoder, "decoder": decoder}
 
 
@@ -125,7 +125,7 @@ def export_generative(model, config, classes, run_dir, root, name, val, calib):
                              for c in val_clips]}
     dec_val = _decoder_inputs(model, val_clips, val_labels)
     reference["decoder"] = [{"frames": np.asarray(model.decoder(
-        {"z": i["z"], **({"class": i["label"]} if "label" in i else {})}, training=False)["frames"]) * 255.0} for i in dec_val]
+        {"z": i["z"], **({"class": i["label"]} if "label" in i else {})}, training=False)) * 255.0} for i in dec_val]
     inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in val_clips], "decoder": dec_val}
     calib_inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in calib[0]],
                     "decoder": _decoder_inputs(model, calib[0], calib[1])}

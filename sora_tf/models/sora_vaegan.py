@@ -79,9 +79,7 @@ class Config:
     # Decoder
     class_dim: int = 16
     dec_widths: tuple = (32,)  # undoes content_widths
-    motion_pool: int = 2  # flow and mask maps are drawn on the content grid pooled by this
-    motion_basis: int = 8  # maps that each frame's flow and mask are weighted sums of
-    max_flow: float = 16.0  # largest displacement from the drawn layer, pixels
+    motion_pool: int = 2  # the moving layer is drawn from the content grid pooled by this
     # Discriminator
     disc_widths: tuple = (24, 48, 64, 96)
     disc_features: int = 128
@@ -96,7 +94,6 @@ class Config:
     adv_weight: float = 0.002
     gen_class_weight: float = 0.002  # the discriminator's class loss on conditional samples, for the decoder
     feature_weight: float = 0.01
-    flow_weight: float = 1.0  # the decoder's flow, applied to the real middle frame, against the real frames
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
     epochs: int = 4  # over the default data's 400 clips per class: 560 steps
@@ -123,7 +120,7 @@ class Config:
         """Seconds on two CPU cores: `python -m sora_tf train --model sora_vaegan --preset tiny`."""
         return cls(num_frames=4, image_size=32, enc_widths=(8, 16), enc_features=16, cell_units=16,
                    motion_dim=4, content_widths=(8,), latent_channels=2, class_dim=4, dec_widths=(8,),
-                   max_flow=4.0, disc_widths=(8, 16), disc_features=16,
+                   disc_widths=(8, 16), disc_features=16,
                    disc_units=16, epochs=2, gan_warmup=1, batch_size=8, judge_epochs=1, samples_per_class=4)
 
     def validate(self):
@@ -132,12 +129,12 @@ class Config:
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         for key in ("num_frames", "image_size", "num_classes", "enc_features", "cell_units", "motion_dim",
-                    "latent_channels", "motion_pool", "motion_basis", "max_flow", "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
+                    "latent_channels", "motion_pool", "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.gan and self.gan_warmup >= self.epochs:
             raise ValueError(f"gan_warmup ({self.gan_warmup}) must be below epochs ({self.epochs})")
-        for key in ("gan_warmup", "snapshot_epoch", "kl_weight", "adv_weight", "gen_class_weight", "feature_weight", "flow_weight", "class_weight", "fps", "cache_mb"):
+        for key in ("gan_warmup", "snapshot_epoch", "kl_weight", "adv_weight", "gen_class_weight", "feature_weight", "class_weight", "fps", "cache_mb"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if len(self.dec_widths) != len(self.content_widths):
@@ -146,6 +143,8 @@ class Config:
         for key in ("enc_widths", "content_widths"):
             if not getattr(self, key) or min(getattr(self, key)) < 1:
                 raise ValueError(f"{key} needs positive widths, got {getattr(self, key)}")
+        if self.motion_pool & (self.motion_pool - 1):
+            raise ValueError(f"motion_pool must be a power of 2, got {self.motion_pool}")
         step = 2 ** len(self.content_widths) * self.motion_pool
         if self.image_size % step:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^len(content_widths) x "
@@ -197,73 +196,29 @@ def build_encoder(config):
                        name="encoder")
 
 
-def warp(image, flow):
-    """See `Warp`. In float32, whatever the inputs' dtype."""
-    image, flow = tf.cast(image, "float32"), tf.cast(flow, "float32")
-    s, c, t = image.shape[1], image.shape[-1], flow.shape[1]
-    grid = tf.cast(tf.range(s), flow.dtype)
-    x = tf.clip_by_value(grid[None, None, None, :] + flow[..., 0], 0.0, s - 1.0)
-    y = tf.clip_by_value(grid[None, None, :, None] + flow[..., 1], 0.0, s - 1.0)
-    x0, y0 = tf.floor(x), tf.floor(y)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = tf.cast(x0, "int32"), tf.cast(y0, "int32")
-    x1, y1 = tf.minimum(x0 + 1, s - 1), tf.minimum(y0 + 1, s - 1)
-    flat = tf.reshape(image, (-1, s * s, c))
-
-    def at(yi, xi):
-        return tf.reshape(tf.gather(flat, tf.reshape(yi * s + xi, (-1, t * s * s)), batch_dims=1),
-                          (-1, t, s, s, c))
-    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
-    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
-    return top * (1 - wy) + bottom * wy
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class Warp(layers.Layer):
-    """Backward warp with bilinear sampling: `image` [B, S, S, C] and `flow` [B, T, S, S, 2]
-    (x, y displacements in pixels) give [B, T, S, S, C], frame t at p being image(p + flow_t(p)),
-    clamped at the border. Gathers from the flattened image, so TFLite runs it with builtins
-    (GATHER and arithmetic)."""
-
-    def call(self, image, flow):
-        return warp(image, flow)
-
-    def compute_output_spec(self, image, flow):
-        return keras.KerasTensor((*flow.shape[:-1], image.shape[-1]), dtype=self.compute_dtype)
-
-
 def build_decoder(config):
-    """Latent [+ class] -> {"frames" [B, T, S, S, 3] in [0, 1], "flow" [B, T, S, S, 2] in pixels}.
+    """Latent [+ class] -> frames [B, T, S, S, 3] in [0, 1]: a still layer drawn once from the
+    content, and a moving layer and its mask drawn per frame from the motion.
 
     The content cells (+ class), mixed by two 3x3 convs, are drawn once by an upsampling CNN as
-    two layers, a moving one and a background, and as `motion_basis` maps of (x flow, y flow,
-    mask) at a resolution pooled by `motion_pool`. An LSTM unrolls T steps from the motion
-    vector (+ class) and gives each frame one coefficient per map. Frame t's flow and mask are
-    the maps weighted by its coefficients, and frame t is
-    mask_t * warp(moving, flow_t) + (1 - mask_t) * background.
-
-    Pixels are moved, not redrawn. A decoder that drew every frame (an LSTM per latent cell, then
-    the same upsampling CNN) erased moving objects: trained on L1 it drew the average over where
-    an object might be, and the judge called 14% of its reconstructions their class (chance).
-    Content from one frame and motion from the class and a small vector is the content/motion
-    split of MoCoGAN (Tulyakov et al., 2018): a prior sample moves as its class moves. The flow
-    is low-rank (maps x per-frame coefficients) because a flow drawn per cell and per frame by
-    an LSTM per cell did not learn in 280 steps (largest flow 0.4 px): the gradient of one cell's
-    flow is noise, while a coefficient gathers it over the whole frame.
+    the still layer. An LSTM unrolls T steps from the motion vector (+ class); each step's
+    state, tiled over the content grid pooled by `motion_pool` and joined to it, is drawn by a
+    second upsampling CNN as that frame's moving layer and mask:
+    frame t = mask_t * moving_t + (1 - mask_t) * still. This is the two-stream generator of
+    Vondrick et al. (2016), with content and motion split as in MoCoGAN (Tulyakov et al., 2018).
     """
-    t, u, g, s, k = config.num_frames, config.cell_units, config.grid, config.image_size, config.motion_pool
-    n = config.motion_basis
+    t, u, g, k = config.num_frames, config.cell_units, config.grid, config.motion_pool
+    gm = g // k
     # === Layers ===
     mix = [layers.Conv2D(u, 3, padding="same", activation="relu", name=f"mix{i}") for i in range(2)]
-    draw = upsampling_cnn((g, g, u), config.dec_widths, 6, name="draw")
-    basis = keras.Sequential([keras.Input((g, g, u))] + ([layers.AveragePooling2D(k, name="pool")] if k > 1 else []) + [
-        layers.Conv2D(u, 3, padding="same", activation="relu", name="conv0"),
-        layers.Conv2D(3 * n, 3, padding="same", name="maps"),
-        layers.UpSampling2D(s // (g // k), interpolation="bilinear", name="up"),
-    ], name="motion_basis")
+    draw = upsampling_cnn((g, g, u), config.dec_widths, 3, name="draw")
     motion_in = layers.Dense(u, activation="relu", name="motion_embedding")
     lstm = layers.LSTM(u, return_sequences=True, unroll=config.unroll, name="lstm")
-    coefficients = layers.Dense(n, name="coefficients")
+    join = layers.Conv2D(u, 3, padding="same", activation="relu", name="motion_join")
+    stages = len(config.content_widths) + int(np.log2(k))  # gm -> S
+    draw_moving = upsampling_cnn((gm, gm, u), tuple(max(8, u // 2 ** (i + 1)) for i in range(stages)), 4,
+                                 name="draw_moving")
+    draw_moving.get_layer("pixels").bias.assign([0.0, 0.0, 0.0, -3.0])  # the mask starts near 0: the still layer
     # === Functional Model ===
     z = keras.Input(config.latent_shape, name="z")
     inputs = {"z": z}
@@ -277,20 +232,16 @@ def build_decoder(config):
         v = ops.concatenate([v, c], axis=-1)
     for conv in mix:
         x = conv(x)
-    layers_ = draw(x)
-    moving, background = layers_[..., :3], layers_[..., 3:]
-    maps = ops.reshape(basis(x), (-1, s * s * 3, n))
-    theta = coefficients(lstm(ops.repeat(motion_in(v)[:, None, :], t, axis=1)))  # [B, T, n]
-    m = ops.reshape(ops.transpose(ops.matmul(maps, ops.transpose(theta, (0, 2, 1))), (0, 2, 1)),
-                    (-1, t, s, s, 3))
-    flow = config.max_flow * ops.tanh(m[..., :2])
-    mask = ops.sigmoid(m[..., 2:] + 3.0)  # starts near 0.95: the moving layer
-    # The flow learns from `flow_loss` alone: through the drawn layer, which is smooth, the
-    # reconstruction's gradient held it at zero (largest flow 0.1 px after an epoch), while the
-    # same network trained on flow_loss alone moved its flows by pixels within 100 steps.
-    moved = Warp(name="warp", dtype="float32")(moving, ops.stop_gradient(flow))
-    frames = mask * moved + (1.0 - mask) * background[:, None]
-    return keras.Model(inputs, {"frames": frames, "flow": flow}, name="decoder")
+    still = draw(x)
+    h = lstm(ops.repeat(motion_in(v)[:, None, :], t, axis=1))  # [B, T, u]
+    pooled = layers.AveragePooling2D(k, name="motion_pool")(x) if k > 1 else x
+    h = ops.concatenate([ops.repeat(pooled[:, None], t, axis=1),
+                         ops.tile(h[:, :, None, None, :], (1, 1, gm, gm, 1))], axis=-1)
+    h = FrameTimeDistributed(join, name="join")(h)
+    m = FrameTimeDistributed(draw_moving, name="draw_frames")(h)  # [B, T, S, S, 4], sigmoid
+    mask = m[..., 3:]
+    frames = mask * m[..., :3] + (1.0 - mask) * still[:, None]
+    return keras.Model(inputs, frames, name="decoder")
 
 
 def build_discriminator(config):
@@ -314,22 +265,6 @@ def _bce(logits, target):
     return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
 
 
-def flow_loss(x, flow, blur=5):
-    """L1 between real frames `x` [B, T, S, S, 3] and their middle frame moved by the decoder's
-    `flow`, at full resolution and box-blurred by `blur` px. Its gradient reaches the flow through
-    the real frame's sharp texture, where the drawn layer's is smooth; the blurred term widens the
-    reach beyond a stripe's period. Without it the flow stayed at zero: the decoder drew moving
-    objects where they are in the middle frame, in every frame."""
-    t, s = x.shape[1], x.shape[2]
-    middle = x[:, t // 2]
-
-    def smooth(v):
-        return ops.average_pool(ops.reshape(v, (-1, s, s, 3)), blur, strides=1, padding="same")
-    sharp = ops.mean(ops.abs(warp(middle, flow) - x))
-    moved = ops.reshape(warp(smooth(middle), flow), (-1, s, s, 3))
-    return sharp + ops.mean(ops.abs(moved - smooth(x)))
-
-
 def kl_per_clip(z_mean, z_log_var):
     """KL(q(z|x) || N(0, I)) in nats per clip: [B]."""
     kl = 0.5 * (ops.exp(z_log_var) + ops.square(z_mean) - 1.0 - z_log_var)
@@ -350,7 +285,7 @@ class SoraVaeGan(keras.Model):
         self.decoder = build_decoder(config)
         self.discriminator = build_discriminator(config)
         self.seed = keras.random.SeedGenerator(config.seed)
-        names = ["loss", "recon", "kl", "psnr", "flow"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
+        names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
                                                    if config.gan else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         # === Config ===
@@ -376,26 +311,26 @@ class SoraVaeGan(keras.Model):
 
     def call(self, frames, training=False):
         q = self.encoder(frames, training=training)
-        reconstruction = self.decoder(self.decoder_inputs(q["z_mean"]), training=training)["frames"]
+        reconstruction = self.decoder(self.decoder_inputs(q["z_mean"]), training=training)
         return {"reconstruction": reconstruction, "z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
 
     def reconstruct(self, frames, labels=None):
         """Frames in [0, 1] decoded from z_mean, with the true classes when known."""
         q = self.encoder(frames, training=False)
-        return self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)["frames"]
+        return self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
 
     def sample(self, labels, seed=None, temperature=1.0):
         """Clips in [0, 1] decoded from prior latents, one per class id in `labels`."""
         n = len(labels)
         z = keras.random.normal((n, *self.config.latent_shape), seed=seed) * temperature
-        return self.decoder(self.decoder_inputs(z, np.asarray(labels)), training=False)["frames"]
+        return self.decoder(self.decoder_inputs(z, np.asarray(labels)), training=False)
 
     def anomaly_score(self, frames, labels=None):
         """Per clip, [B] each: `reconstruction` (mean squared error per pixel value), `kl`
         (KL of q(z|x) per latent dim) and `score`, the negative ELBO up to constants in the form
         of the training loss: reconstruction + kl_weight x KL per pixel value."""
         q = self.encoder(frames, training=False)
-        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)["frames"]
+        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
         x = ops.cast(frames, "float32") / 255.0
         mse = ops.mean(ops.reshape(ops.square(x - rec), (ops.shape(x)[0], -1)), axis=1)
         kl = kl_per_clip(q["z_mean"], q["z_log_var"])
@@ -452,15 +387,13 @@ class SoraVaeGan(keras.Model):
             q = self.encoder(frames, training=True)
             eps = keras.random.normal(ops.shape(q["z_mean"]), seed=self.seed)
             z = q["z_mean"] + ops.exp(0.5 * q["z_log_var"]) * eps
-            out = self.decoder(self.decoder_inputs(z, labels), training=True)
-            rec = out["frames"]
+            rec = self.decoder(self.decoder_inputs(z, labels), training=True)
             logs = self._vae_terms(x, rec, q)
-            logs["flow"] = flow_loss(x, out["flow"])
-            vae_loss = logs["loss"] + c.flow_weight * logs["flow"]
+            vae_loss = logs["loss"]
             if c.gan:
                 fake_labels = keras.random.randint((batch,), 0, c.num_classes, seed=self.seed)
                 z_p = keras.random.normal(ops.shape(z), seed=self.seed)
-                gen = self.decoder(self.decoder_inputs(z_p, fake_labels), training=True)["frames"]
+                gen = self.decoder(self.decoder_inputs(z_p, fake_labels), training=True)
                 d_real = self.discriminator(x, training=True)
                 d_rec = self.discriminator(rec, training=True)
                 d_gen = self.discriminator(gen, training=True)
@@ -493,7 +426,7 @@ class SoraVaeGan(keras.Model):
         frames, labels = data
         x = ops.cast(frames, "float32") / 255.0
         q = self.encoder(frames, training=False)
-        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)["frames"]
+        rec = self.decoder(self.decoder_inputs(q["z_mean"], labels), training=False)
         logs = self._vae_terms(x, rec, q)
         self._track(logs, ops.shape(x)[0])
         return {k: self.trackers[k].result() for k in logs}

@@ -153,7 +153,7 @@ def interpolate(model, clips, labels, steps=8):
     if model.config.conditional:
         onehot = np.eye(model.config.num_classes, dtype=np.float32)[labels[:2]]
         inputs["class"] = (1 - w) * onehot[0] + w * onehot[1]
-    return to_uint8(model.decoder(inputs, training=False)["frames"])
+    return to_uint8(model.decoder(inputs, training=False))
 
 
 def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
