@@ -1,8 +1,9 @@
 """Export of a generative run (sora_vaegan): SavedModel signatures and TFLite encoder/decoder.
 
 SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized inside):
-- `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, g, g, C].
-- `decode`: `z` [B, g, g, C] float32 and `class_id` [B] int32 -> `frames` uint8 [B, T, S, S, 3].
+- `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, D] (the content grid
+  flattened, then the motion vector).
+- `decode`: `z` [B, D] float32 and `class_id` [B] int32 -> `frames` uint8 [B, T, S, S, 3].
 - `generate`: `class_id` [B] int32 and `seed` [B, 2] int32 -> `frames`: z drawn from the prior,
   statelessly from the seed (the same seed gives the same clip).
 - `reconstruct`: `frames` -> `frames`, decoded from z_mean (class unknown: the mean class input).
@@ -10,7 +11,7 @@ SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized ins
 For a model trained without classes, `class_id` is accepted and ignored.
 
 TFLite (builtins only, batch 1, LSTMs unrolled; see `tflite.py` for why): `decoder_float32`
-and `decoder_int8` take `z` [1, g, g, C] and `label` [1, K] one-hot float32 (an input named
+and `decoder_int8` take `z` [1, D] and `label` [1, K] one-hot float32 (an input named
 `class` converts without a signature) and give `frames`
 float32 [1, T, S, S, 3] in [0, 255]; `encoder_float32` and `encoder_int8` take `frames` float32
 in [0, 255] and give `z_mean` and `z_log_var`.

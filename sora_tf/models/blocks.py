@@ -25,12 +25,6 @@ def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True):
     return keras.Model(inputs, x, name=name)
 
 
-def frame_feature_map(input_shape, widths, name="frame_feature_map"):
-    """The same stages without the Dense head: [H, W, C] -> [H / 2^n, W / 2^n, widths[-1]]."""
-    inputs = keras.Input(input_shape, name="frame")
-    return keras.Model(inputs, conv_stages(inputs, widths), name=name)
-
-
 def upsampling_cnn(input_shape, widths, channels, name="frame_decoder"):
     """The mirror image: [h, w, C] -> [h * 2^n, w * 2^n, channels] in [0, 1].
 
