@@ -78,6 +78,9 @@ def test_vae_only_has_no_gan_terms_and_bad_configs():
                        (dict(image_size=30), "divisible"), (dict(motion_pool=3), "power of 2"), (dict(kl_weight=-1.0), "kl_weight")):
         with pytest.raises(ValueError, match=match):
             sora_vaegan.Config(**{**config.__dict__, **bad}).validate()
+    saved_before = {k: v for k, v in config.__dict__.items() if k != "content_widths"}
+    with pytest.raises(ValueError, match="before the content/motion latent"):
+        sora_vaegan.SoraVaeGan(saved_before)  # a checkpoint of the earlier design: say so
 
 
 def test_mixed_precision_step_is_finite():

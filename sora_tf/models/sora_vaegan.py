@@ -286,7 +286,11 @@ class SoraVaeGan(keras.Model):
     `z_mean`), `z_mean` and `z_log_var`."""
 
     def __init__(self, config, **kwargs):
-        config = config if isinstance(config, Config) else from_dict(Config, config)
+        if not isinstance(config, Config):
+            if "content_widths" not in config:
+                raise ValueError("this sora_vaegan was saved before the content/motion latent (its config has "
+                                 "no content_widths); its weights do not fit the current model: train it again")
+            config = from_dict(Config, config)
         config.validate()
         super().__init__(**kwargs)
         # === Layers ===

@@ -316,7 +316,11 @@ def load_run(run_dir):
     path = os.path.join(run_dir, "best.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir}: no best.keras (did training finish an epoch?)")
-    return keras.saving.load_model(path), config, classes, info
+    try:
+        model = keras.saving.load_model(path)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model, config, classes, info
 
 
 def run_summary(run_dir):
