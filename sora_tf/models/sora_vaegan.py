@@ -105,7 +105,8 @@ class Config:
     feature_weight: float = 0.01
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
-    epochs: int = 4  # over the default data's 400 clips per class: 560 steps
+    epochs: int = 5  # over the default data's 400 clips per class: 700 steps
+    # (at 4, held-out PSNR read 24.05 dB: the discriminator joining costs an epoch's ~0.3 dB; at 5, 24.51)
     batch_size: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 2e-4
