@@ -42,6 +42,33 @@ def test_shapes_and_conditional_sampling():
     assert np.all(np.asarray(terms["score"]) >= np.asarray(mse))
 
 
+def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
+    config = sora_vaegan.Config.tiny()
+    model = sora_vaegan.build(config)
+    size = config.latent_shape[0]
+    noise = np.random.default_rng(0).normal(size=(500, config.prior_components + size)).astype("float32")
+    # Unfitted: the latent is the residual noise, N(0, I).
+    np.testing.assert_allclose(np.asarray(model.latent_from_noise(noise, np.zeros(500))), noise[:, config.prior_components:])
+    # Posterior means of two classes, apart along one direction, spread along a second.
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 200)
+    apart, spread = np.zeros(size, np.float32), np.zeros(size, np.float32)
+    apart[0], spread[1] = 3.0, 1.0
+    z = (np.where(labels[:, None] == 0, -apart, apart) + rng.normal(size=(400, 1)) * 2 * spread
+         + rng.normal(size=(400, size)) * 0.1).astype("float32")
+    model.fit_prior(z, labels)
+    for c, sign in ((0, -1), (1, 1)):
+        drawn = np.asarray(model.latent_from_noise(noise, np.full(500, c)))
+        assert abs(drawn[:, 0].mean() - sign * 3.0) < 0.1
+        assert abs(drawn[:, 1].std() - 2.0) < 0.2 and abs(drawn[:, 2].std() - 0.1) < 0.02
+    with pytest.raises(ValueError, match="N >= 2"):
+        model.fit_prior(z[:1], labels[:1])
+    # A checkpoint from before the prior has no variables for it: it keeps N(0, I).
+    fresh = sora_vaegan.build(config)
+    fresh.load_own_variables({})
+    assert np.all(fresh.prior_scale.numpy() == 1.0)
+
+
 def test_content_latent_sees_where_but_not_which_way():
     """The content part of the latent sees the middle frame and how much each pixel changes,
     not the direction of the change: a clip mirrored in time about its middle frame (every
@@ -217,6 +244,11 @@ def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
     seed = tf.constant([[1, 2], [1, 2]])
     gen = loaded.signatures["generate"](class_id=tf.constant([3, 3]), seed=seed)["frames"].numpy()
     np.testing.assert_array_equal(gen[0], gen[1])  # same seed, same class: same clip
+    # ... drawn from the prior the run fitted (not N(0, I)), as in Keras.
+    assert not np.all(model.prior_scale.numpy() == 1.0)
+    noise = tf.random.stateless_normal([config.prior_components + config.latent_shape[0]], [1, 2])[None]
+    want = model.decoder(model.decoder_inputs(model.latent_from_noise(noise, np.array([3])), np.array([3])))
+    assert np.abs(gen[0].astype(int) - np.round(np.asarray(want[0]) * 255)).max() <= 1
     scores = loaded.signatures["anomaly_score"](frames=tf.constant(clips))
     want = generative._scores(model, clips)
     np.testing.assert_allclose(scores["score"].numpy(), [w["score"] for w in want], rtol=1e-4)

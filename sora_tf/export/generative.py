@@ -4,8 +4,9 @@ SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized ins
 - `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, D] (the content grid
   flattened, then the motion vector).
 - `decode`: `z` [B, D] float32 and `class_id` [B] int32 -> `frames` uint8 [B, T, S, S, 3].
-- `generate`: `class_id` [B] int32 and `seed` [B, 2] int32 -> `frames`: z drawn from the prior,
-  statelessly from the seed (the same seed gives the same clip).
+- `generate`: `class_id` [B] int32 and `seed` [B, 2] int32 -> `frames`: z drawn from the prior
+  the run fitted to its training clips (`SoraVaeGan.fit_prior`), statelessly from the seed (the
+  same seed gives the same clip).
 - `reconstruct`: `frames` -> `frames`, decoded from z_mean (class unknown: the mean class input).
 - `anomaly_score`: `frames` -> `score`, `reconstruction`, `kl` per clip (see `anomaly_scores`).
 For a model trained without classes, `class_id` is accepted and ignored.
@@ -48,9 +49,9 @@ def serving_functions(model, config):
                                                  training=False))}
 
     def generate(class_id, seed):
-        z = tf.map_fn(lambda sd: tf.random.stateless_normal(config.latent_shape, sd), seed,
-                      fn_output_signature=tf.float32)
-        return decode(z, class_id)
+        noise = tf.map_fn(lambda sd: tf.random.stateless_normal([config.prior_components + config.latent_shape[0]], sd),
+                          seed, fn_output_signature=tf.float32)
+        return decode(model.latent_from_noise(noise, labels_or_none(class_id)), class_id)
 
     def reconstruct(frames):
         return {"frames": to_uint8(model.reconstruct(saved_model.preprocess(frames, config)))}

@@ -4,9 +4,11 @@
 twin, judged by a sora_cls (`judge/`, or the config's `judge_run`):
 - reconstruction of held-out clips: MSE, PSNR and SSIM per frame, averaged;
 - sharpness: mean image-gradient magnitude of reconstructions and samples over that of real clips;
-- `frechet_distance`: between real held-out clips and prior samples, in the judge's embedding
-  space. A Frechet Video Distance analogue: FVD uses a pretrained I3D, which is not available
-  here, so the numbers compare runs on the same judge only, not with published FVDs;
+- `frechet_distance`: between real held-out clips and samples (from the prior the run fitted to
+  its training clips), in the judge's embedding space. A Frechet Video Distance analogue: FVD
+  uses a pretrained I3D, which is not available here, so the numbers compare runs on the same
+  judge only, not with published FVDs. `frechet_distance_standard_normal`: the same for the
+  decoder on N(0, I) draws;
 - `sample_accuracy`: how often the judge calls a class-conditional sample its intended class,
   and `reconstruction.judge_accuracy`, how often it calls a reconstruction the true class.
 """
@@ -95,6 +97,10 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
     seeds = keras.random.SeedGenerator(seed)  # advances every batch: no batch repeats another
     gen = _batched(lambda l: model.sample(l, seed=seeds), sample_labels)
     emb, probs = _judge(judge, to_uint8(gen))
+    # The same decoder on N(0, I) draws, the prior it was trained with before `fit_prior`.
+    plain = _batched(lambda l: model.decoder(model.decoder_inputs(
+        keras.random.normal((len(l), *config.latent_shape), seed=seeds), l), training=False), sample_labels)
+    plain_emb = _judge(judge, to_uint8(plain))[0]
     rec_emb, rec_probs = _judge(judge, to_uint8(rec))
     # Does the judge still see the class in a reconstruction? Where the decoder drops the motion,
     # samples it draws from the prior cannot show a class either.
@@ -102,6 +108,7 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
     result["samples"] = {
         "num_samples": int(len(gen)),
         "frechet_distance": frechet_distance(real_embedding, emb),
+        "frechet_distance_standard_normal": frechet_distance(real_embedding, plain_emb),
         "sharpness_vs_real": sharpness(gen) / real_sharp,
     }
     if conditional:
@@ -227,6 +234,7 @@ def summary_lines(metrics):
         if name in metrics:
             r, s = metrics[name]["reconstruction"], metrics[name]["samples"]
             line = (f"{name:8s} PSNR {r['psnr']:.2f} dB  SSIM {r['ssim']:.3f}  FD {s['frechet_distance']:.2f}"
+                    f" (N(0, I) draws {s['frechet_distance_standard_normal']:.2f})"
                     f"  sharpness {s['sharpness_vs_real']:.2f}")
             if "sample_accuracy" in s:
                 line += f"  sample accuracy {s['sample_accuracy']:.3f}"

@@ -12,7 +12,7 @@ import sys
 import time
 
 import keras
-
+import numpy as np
 
 from sora_tf import models
 from sora_tf.config import from_dict, override
@@ -204,10 +204,26 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
         if initial_epoch < config.epochs:
             model.fit(supervised(train_ds), validation_data=supervised(val_ds), epochs=config.epochs,
                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+        if model.stop_training:
+            raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
+        _fit_prior(os.path.join(out, "best.keras"), supervised(train_ds))
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    if model.stop_training:
-        raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
+
+
+def _fit_prior(path, dataset, limit=4096):
+    """Fit the sampling prior of the model saved at `path` to the posterior means of (up to
+    `limit`) training clips, and save it back atomically."""
+    model = keras.saving.load_model(path)
+    z, labels = [], []
+    for frames, y in dataset:
+        z.append(np.asarray(model.encoder(frames, training=False)["z_mean"]))
+        labels.append(np.asarray(y))
+        if sum(map(len, z)) >= limit:
+            break
+    model.fit_prior(np.concatenate(z), np.concatenate(labels))
+    atomic_write(path, model.save)
+    log.info("sampling prior fitted to %d training clips: %s", sum(map(len, z)), path)
 
 
 def _as_sets(config):
