@@ -100,7 +100,8 @@ class Config:
     prior_components: int = 64
     # Losses
     gan: bool = True  # False: the VAE alone
-    gan_warmup: int = 2  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
+    gan_warmup: int = 3  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
+    # (a GAN step costs ~2.2 VAE steps; on a fresh clone, 3 of 5 took 15m47s and 24.26 dB, 2 of 5 17m16s and 24.21)
     snapshot_epoch: int = 0  # > 0: also save epoch<k>.keras after k epochs (the warm-up hand-over)
     recon_loss: str = "l1"
     kl_weight: float = 0.05  # on KL (nats) per pixel value
@@ -110,7 +111,7 @@ class Config:
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
     epochs: int = 5  # over the default data's 400 clips per class: 700 steps
-    # (at 4, held-out PSNR read 24.05 dB: the discriminator joining costs an epoch's ~0.3 dB; at 5, 24.51)
+    # (at 4 with 2 of warm-up, held-out PSNR read 24.05 dB: the discriminator joining costs ~0.3 dB for an epoch)
     batch_size: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 2e-4
