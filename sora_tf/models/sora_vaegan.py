@@ -37,13 +37,14 @@ PSNR from 21 to 14.2 dB in two epochs (the GAN terms were as large as the recons
 term); at 0.002 and 0.01 it rose from 21 to 22.9 dB over the same two epochs. A class
 loss weight of 0.02 on samples (with L2 reconstruction, whose loss is ~10x smaller than L1's)
 took it from 21.3 to 20.5 dB; so the default weights are all relative to L1 reconstruction.
-When the discriminator joins, the VAE's learning rate starts its cosine again from the top.
-Going on from where the warm-up left it instead (the same default run's GAN epochs again) kept
-held-out PSNR at 24.38 dB against 24.13, but the GAN then changed the decoder too little: the
-Frechet distance of its reconstructions stayed at the VAE alone's (63.74 against 63.72),
-where with the restart it fell to 18.84.
 In 5-epoch VAE-only A/Bs with cosine decay, L2 reached 22.75 dB and L1 22.56 dB, and 16 latent
 channels per cell instead of 8 no better after 3 epochs (22.35 vs 22.39 dB).
+
+Measured on this design: when the discriminator joins, the VAE's learning rate starts its
+cosine again from the top. Going on from where the warm-up left it instead (the same default
+run's GAN epochs again) kept held-out PSNR at 24.38 dB against 24.13, but the GAN then changed
+the decoder too little: the Frechet distance of its reconstructions stayed at the VAE alone's
+(63.74 against 63.72), where with the restart it fell to 18.84.
 
 Loss, per step (a custom `train_step` inside `fit`, one optimizer per side):
   VAE:  recon (L1 or L2) + kl_weight * KL / pixels
@@ -85,7 +86,7 @@ class Config:
     enc_features: int = 128
     diff_scale: float = 10.0
     diff_clip: float = 4.0
-    cell_units: int = 64  # the encoder's LSTM, and the decoder's per-cell LSTM and mixing convs
+    cell_units: int = 64  # the encoder's LSTM, and the decoder's LSTM and convs
     motion_dim: int = 8  # the motion latent: one vector per clip
     # Content: stride-2 stages on the middle frame and where the clip moves, to latent_channels per cell
     content_widths: tuple = (32,)  # 64 px -> a 32 x 32 content grid
@@ -183,6 +184,12 @@ class Config:
     def latent_shape(self):
         """One flat vector per clip: the content grid's cells, then the motion vector."""
         return (self.content_size + self.motion_dim,)
+
+    @property
+    def noise_shape(self):
+        """The standard normal noise per clip that `SoraVaeGan.latent_from_noise` turns into a
+        latent: one number per principal direction of the prior, then one per latent number."""
+        return (self.prior_components + self.latent_shape[0],)
 
 
 def build_encoder(config):
@@ -359,13 +366,13 @@ class SoraVaeGan(keras.Model):
     def sample(self, labels, seed=None, temperature=1.0):
         """Clips in [0, 1] decoded from latents drawn from the prior (see `fit_prior`), one per
         class id in `labels`."""
-        n = len(labels)
-        noise = keras.random.normal((n, self.config.prior_components + self.config.latent_shape[0]), seed=seed)
-        return self.decoder(self.decoder_inputs(self.latent_from_noise(noise * temperature, np.asarray(labels)),
-                                                np.asarray(labels)), training=False)
+        labels = np.asarray(labels)
+        noise = keras.random.normal((len(labels), *self.config.noise_shape), seed=seed)
+        return self.decoder(self.decoder_inputs(self.latent_from_noise(noise * temperature, labels), labels),
+                            training=False)
 
     def latent_from_noise(self, noise, labels=None):
-        """Latents [B, D] from standard normal `noise` [B, prior_components + D] and int class
+        """Latents [B, D] from standard normal `noise` [B, *noise_shape] and int class
         ids `labels` (None, or an unconditional model: the one mean): mean of the class +
         noise along the principal directions + residual noise per number."""
         k = self.config.prior_components

@@ -221,9 +221,10 @@ def _fit_prior(path, dataset, limit=4096):
         labels.append(np.asarray(y))
         if sum(map(len, z)) >= limit:
             break
-    model.fit_prior(np.concatenate(z), np.concatenate(labels))
+    z = np.concatenate(z)
+    model.fit_prior(z, np.concatenate(labels))
     atomic_write(path, model.save)
-    log.info("sampling prior fitted to %d training clips: %s", sum(map(len, z)), path)
+    log.info("sampling prior fitted to %d training clips: %s", len(z), path)
 
 
 def _as_sets(config):
