@@ -1,6 +1,8 @@
 """sora_vaegan: shapes, the losses it logs, mixed precision, a tiny run end to end and its uses."""
 import json
 import os
+import re
+import zipfile
 
 import keras
 import numpy as np
@@ -187,6 +189,18 @@ def test_resume_continues_with_optimizer_state(vaegan_run, tmp_path):
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [1, 2]
     resumed = keras.saving.load_model(str(run / "last.keras"))
     assert int(resumed.vae_optimizer.iterations.numpy()) > steps
+    # A checkpoint of the design before the content/motion latent: the error names the file.
+    last = str(run / "last.keras")
+    with zipfile.ZipFile(last) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    saved = json.loads(files["config.json"])
+    del saved["config"]["config"]["content_widths"]
+    files["config.json"] = json.dumps(saved).encode()
+    with zipfile.ZipFile(last, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+    with pytest.raises(ValueError, match=f"{re.escape(last)}: .*before the content/motion latent"):
+        train("sora_vaegan", out=str(run), epochs=4, resume=True, verbose=0)
 
 
 @pytest.mark.slow

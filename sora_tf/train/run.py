@@ -130,7 +130,16 @@ def _resume(out):
     """(model from last.keras, first epoch to run, best monitored value so far) of run `out`."""
     state = load_json(os.path.join(out, "state.json"))
     log.info("resuming %s from epoch %d", out, state["epoch"] + 2)
-    return keras.saving.load_model(os.path.join(out, "last.keras")), state["epoch"] + 1, state["best"]
+    return load_checkpoint(os.path.join(out, "last.keras")), state["epoch"] + 1, state["best"]
+
+
+def load_checkpoint(path):
+    """keras.saving.load_model, with `path` in the error when the file holds no model that
+    loads (for example one saved by an earlier design of the model)."""
+    try:
+        return keras.saving.load_model(path)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _logs(out, resuming):
@@ -191,7 +200,7 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
             initial_epoch, best = 0, None
             if config.gan and config.gan_warmup:
                 warm = os.path.join(out, "vae_only", f"epoch{config.gan_warmup}.keras")
-                vae = keras.saving.load_model(warm)
+                vae = load_checkpoint(warm)
                 model.encoder.set_weights(vae.encoder.get_weights())
                 model.decoder.set_weights(vae.decoder.get_weights())
                 initial_epoch = config.gan_warmup
@@ -214,7 +223,7 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
 def _fit_prior(path, dataset, limit=4096):
     """Fit the sampling prior of the model saved at `path` to the posterior means of (up to
     `limit`) training clips, and save it back atomically."""
-    model = keras.saving.load_model(path)
+    model = load_checkpoint(path)
     z, labels = [], []
     for frames, y in dataset:
         z.append(np.asarray(model.encoder(frames, training=False)["z_mean"]))
@@ -333,11 +342,7 @@ def load_run(run_dir):
     path = os.path.join(run_dir, "best.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir}: no best.keras (did training finish an epoch?)")
-    try:
-        model = keras.saving.load_model(path)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return model, config, classes, info
+    return load_checkpoint(path), config, classes, info
 
 
 def run_summary(run_dir):
