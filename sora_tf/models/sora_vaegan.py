@@ -26,6 +26,9 @@ class at chance, in this design and the one before. Tried and dropped: drawing f
 warping one drawn layer with a learned flow (per cell, then low-rank with a localised basis),
 trained through the frames and through a photometric loss against the real frames; the flow
 stayed under ~1 px in 12 epochs (the same network fitted one batch's flow within 100 steps).
+Probed and not adopted (README, "What it does not do yet"): one object layer moved per frame by a
+similarity transform from the motion LSTM. Even supervised by the generator's true motion, its
+layer stayed faint, and the judge read 0.50 of reconstructions and 0.16 of samples.
 
 Measured on the design before this one (and kept):
 Training starts as a VAE alone for `gan_warmup` epochs, then the discriminator joins: trained
