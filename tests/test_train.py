@@ -69,6 +69,28 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(tiny_data,
     assert history_epochs(run) == [0, 1, 2]
 
 
+def test_weight_average_warms_up():
+    """After n steps the average's momentum is min(ema_momentum, (1 + n) / (10 + n)): a short run
+    keeps weights near the trained ones, where Keras's own average (0.99 from the second step)
+    would keep mostly the initial ones."""
+    import keras
+    from keras import ops
+    from sora_tf.train.run import AdamWarmEMA
+    w = keras.Variable(np.zeros(3, "float32"))
+    optimizer = AdamWarmEMA(0.1, use_ema=True, ema_momentum=0.99)
+    optimizer.build([w])
+    expected = None
+    for n in range(40):
+        optimizer.apply_gradients([(ops.ones(3), w)])
+        raw = float(w.numpy()[0])
+        momentum = min(0.99, (1 + n) / (10 + n)) if n else 0.0
+        expected = raw if expected is None else momentum * expected + (1 - momentum) * raw
+    optimizer.finalize_variable_values([w])  # the model's variables take the average
+    average = float(w.numpy()[0])
+    assert average == pytest.approx(expected, rel=1e-5)
+    assert abs(average - raw) < abs(average - 0.0)  # nearer the trained weight than the initial one
+
+
 def test_resume_of_a_run_from_before_the_weight_average(tiny_run, tmp_path):
     run = str(tmp_path / "older")
     shutil.copytree(tiny_run, run)

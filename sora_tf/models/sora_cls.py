@@ -76,7 +76,7 @@ class Config:
         """Seconds on two CPU cores: `python -m sora_tf train --model sora_cls --preset tiny`."""
         return cls(num_frames=8, image_size=32, cnn_widths=(8, 16, 16), frame_features=32,
                    rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2,
-                   ema_momentum=0.0)  # a few steps: an average over ~100 would be the initial weights
+                   ema_momentum=0.0)  # off: tests that check the average turn it on
 
     def validate(self):
         if self.split not in ("auto", "grouped", "stratified"):

@@ -13,6 +13,7 @@ import time
 
 import keras
 import numpy as np
+from keras import ops
 
 from sora_tf import models
 from sora_tf.config import from_dict, override
@@ -49,11 +50,30 @@ def trainer_for(core, config):
     return keras.Model(frames, probabilities, name="trainer")
 
 
+@keras.saving.register_keras_serializable("sora_tf")
+class AdamWarmEMA(keras.optimizers.AdamW):
+    """AdamW whose weight average (`use_ema`) warms up: after n steps its momentum is
+    min(ema_momentum, (1 + n) / (10 + n)), as `num_updates` does in TensorFlow's
+    `tf.train.ExponentialMovingAverage`. Keras's own average uses ema_momentum from the second
+    step, so a run shorter than a few times 1 / (1 - ema_momentum) steps validates and keeps
+    weights that are mostly the initial ones."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        n = ops.cast(self.iterations, "float32")
+        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (10.0 + n)), 0.0)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = ops.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
+
+
 def compile_trainer(trainer, config, steps_per_epoch):
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay,
-                                       use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
+    optimizer = AdamWarmEMA(schedule, weight_decay=config.weight_decay,
+                            use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
     trainer.compile(optimizer=optimizer,
                     loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 
