@@ -70,7 +70,7 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(tiny_data,
 
 
 def test_weight_average_warms_up():
-    """After n steps the average's momentum is min(ema_momentum, (1 + n) / (10 + n)): a short run
+    """After n steps the average's momentum is min(ema_momentum, (1 + n) / (3 + n)): a short run
     keeps weights near the trained ones, where Keras's own average (0.99 from the second step)
     would keep mostly the initial ones."""
     import keras
@@ -83,7 +83,7 @@ def test_weight_average_warms_up():
     for n in range(40):
         optimizer.apply_gradients([(ops.ones(3), w)])
         raw = float(w.numpy()[0])
-        momentum = min(0.99, (1 + n) / (10 + n)) if n else 0.0
+        momentum = min(0.99, (1 + n) / (3 + n)) if n else 0.0
         expected = raw if expected is None else momentum * expected + (1 - momentum) * raw
     optimizer.finalize_variable_values([w])  # the model's variables take the average
     average = float(w.numpy()[0])

@@ -53,16 +53,17 @@ def trainer_for(core, config):
 @keras.saving.register_keras_serializable("sora_tf")
 class AdamWarmEMA(keras.optimizers.AdamW):
     """AdamW whose weight average (`use_ema`) warms up: after n steps its momentum is
-    min(ema_momentum, (1 + n) / (10 + n)), as `num_updates` does in TensorFlow's
-    `tf.train.ExponentialMovingAverage`. Keras's own average uses ema_momentum from the second
-    step, so a run shorter than a few times 1 / (1 - ema_momentum) steps validates and keeps
-    weights that are mostly the initial ones."""
+    min(ema_momentum, (1 + n) / (3 + n)), so that it spans about the last half of the steps so
+    far, up to 1 / (1 - ema_momentum) steps (the form of `num_updates` in TensorFlow's
+    `tf.train.ExponentialMovingAverage`, which spans a ninth). Keras's own average uses
+    ema_momentum from the second step: a run of a few hundred steps validated and kept weights
+    that were still largely the initial ones (see the README)."""
 
     def _update_model_variables_moving_average(self, trainable_variables):
         if not self.use_ema:
             return
         n = ops.cast(self.iterations, "float32")
-        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (10.0 + n)), 0.0)
+        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (3.0 + n)), 0.0)
         for var, average in zip(trainable_variables, self._model_variables_moving_average):
             if average is not None:
                 m = ops.cast(momentum, var.dtype)
