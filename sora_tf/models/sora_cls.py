@@ -44,10 +44,11 @@ class Config:
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    # Validate, checkpoint and export an exponential moving average of the weights (0: off). On
-    # the default data, same config otherwise, validation accuracy with it / without (a
-    # fresh-clone run): best 0.9554 / 0.9464; epochs 4 to 9, 0.939-0.948 / 0.877-0.930; the
-    # last 6 epochs, 0.945-0.946 / 0.929-0.938.
+    # Validate, checkpoint and export an exponential moving average of the weights (0: off),
+    # warmed up over the first steps (see `sora_tf.train.run.AdamWarmEMA`). On the default data,
+    # same config otherwise, validation accuracy with it / without (fresh-clone runs): best
+    # 0.9536 / 0.9464; epochs 4 to 9, 0.921-0.946 / 0.877-0.930; the last 6 epochs,
+    # 0.946-0.954 / 0.929-0.938.
     ema_momentum: float = 0.99
     val_fraction: float = 0.2
     split: str = "auto"  # "grouped" keeps each source video on one side; auto: grouped if the data has groups
