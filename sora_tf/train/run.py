@@ -56,7 +56,7 @@ class AdamWarmEMA(keras.optimizers.AdamW):
     min(ema_momentum, (1 + n) / (3 + n)), so that it spans about the last half of the steps so
     far, up to 1 / (1 - ema_momentum) steps (the form of `num_updates` in TensorFlow's
     `tf.train.ExponentialMovingAverage`, which spans a ninth). Keras's own average uses
-    ema_momentum from the second step: a run of a few hundred steps validated and kept weights
+    ema_momentum from the second step: a run of about a hundred steps validated and kept weights
     that were still largely the initial ones (see the README)."""
 
     def _update_model_variables_moving_average(self, trainable_variables):
