@@ -135,6 +135,9 @@ def test_frechet_distance_and_auroc():
     assert shifted == pytest.approx(16.0, rel=1e-6)  # mean term only: 4 dims x 2^2
     wider = generative.frechet_distance(a, 3 * rng.normal(size=(500, 4)))
     assert wider == pytest.approx(4 * (1 - 3) ** 2, rel=0.2)  # trace term: (sqrt(1) - sqrt(9))^2 per dim
+    in_class_order = np.concatenate([a[:250], a[250:] + 5.0])  # two classes, one after the other
+    assert generative.real_halves_distance(in_class_order) < 1.0  # each half holds both classes
+    assert generative.frechet_distance(in_class_order[:250], in_class_order[250:]) > 90
     assert generative.auroc([1, 2, 3], [4, 5]) == 1.0
     assert generative.auroc([4, 5], [1, 2, 3]) == 0.0
     assert generative.auroc([1, 2], [1, 2]) == 0.5
