@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from sora_tf import models
 from sora_tf.cli import main
+from sora_tf.config import override
 from sora_tf.export import saved_model, tflite
 from sora_tf.export.exporter import export_run, load_clips
 from sora_tf.export.runtime import TFLiteStream, load_predictor, predict_videos
@@ -139,8 +141,8 @@ def test_rest_body_is_checked_against_the_signature(exported, val_clips):
 def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
     _, result = exported
     _, _, classes = val_clips
-    assert set(result["tflite"]) == {"float32", "float16", "dynamic", "int8", "int16x8",
-                                     "stream_float32", "stream_int8", "stream_int16x8"}
+    assert set(result["tflite"]) == {"float32", "float16", "dynamic", "int8", "int8_mixed", "int16x8",
+                                     "stream_float32", "stream_int8", "stream_int8_mixed", "stream_int16x8"}
     for path in result["tflite"].values():
         assert tflite.flex_ops(path) == []
         assert tflite.read_labels(path)[0] == classes
@@ -177,24 +179,60 @@ def test_streaming_equals_the_clip_model(exported, val_clips):
     assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(1), 1.0, atol=0.02)
 
 
-def _frame_features(path):
-    """The index of the per-frame feature tensor in a .tflite: the FULLY_CONNECTED that reads the
-    flattened last convolution, and an interpreter that keeps every tensor."""
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.python import schema_py_generated as schema
-
+def _assert_int8_cnn_and_float_cell(path):
+    """The frame features are int8; every other dense layer (the cell's, the head's) takes float
+    inputs and int8 weights."""
+    schema = tflite.schema
     model = tflite._read_model(open(path, "rb").read())
-    graph = model.subgraphs[0]
-    producer = {int(t): op for op in graph.operators for t in op.outputs}
+    graph, feature = model.subgraphs[0], tflite.frame_feature_tensor(model)
+    assert graph.tensors[feature].type == schema.TensorType.INT8, path
+    dense = [op for op in graph.operators if tflite._builtin(model, op) == schema.BuiltinOperator.FULLY_CONNECTED
+             and int(op.outputs[0]) != feature]
+    assert dense and all(graph.tensors[int(op.inputs[0])].type == schema.TensorType.FLOAT32
+                         and graph.tensors[int(op.inputs[1])].type == schema.TensorType.INT8 for op in dense), path
 
-    def kind(op):
-        code = model.operatorCodes[op.opcodeIndex]
-        return max(code.builtinCode, code.deprecatedBuiltinCode)
 
-    ops = schema.BuiltinOperator
-    [feature] = [int(op.outputs[0]) for op in graph.operators if kind(op) == ops.FULLY_CONNECTED
-                 and kind(producer.get(int(op.inputs[0]), op)) == ops.RESHAPE
-                 and kind(producer.get(int(producer[int(op.inputs[0])].inputs[0]), op)) == ops.CONV_2D]
+def test_mixed_int8_stream_equals_its_clip_file(exported, val_clips):
+    """int8_mixed: int8 frame CNN, float recurrent cell and head on int8 weights. The stream and
+    the clip file then compute the same numbers (up to the dynamic rounding of the cell's
+    inputs), where the full int8 pair rounds its recurrent state with different scales."""
+    _, result = exported
+    _, clips, _ = val_clips
+    clip_file, stream = load_predictor(result["tflite"]["int8_mixed"]), TFLiteStream(result["tflite"]["stream_int8_mixed"])
+    from_clip = np.stack([clip_file.predict(c) for c in clips])
+    streamed = np.stack([stream.run_clip(c) for c in clips])
+    assert np.array_equal(streamed.argmax(1), from_clip.argmax(1))
+    np.testing.assert_allclose(streamed, from_clip, atol=0.02)
+    for variant in ("int8_mixed", "stream_int8_mixed"):
+        _assert_int8_cnn_and_float_cell(result["tflite"][variant])
+    parity = {p["artifact"]: p for p in result["parity"]}
+    for variant in ("int8_mixed", "stream_int8_mixed"):  # every weight in int8, as in full int8
+        assert parity[f"tflite_{variant}"]["file_bytes"] <= parity[f"tflite_{variant.replace('_mixed', '')}"]["file_bytes"]
+
+
+def test_mixed_int8_with_a_two_layer_gru(tmp_path):
+    """The float part is found by the graph (downstream of the frame features and of every
+    `state_h<i>`), not by layer names: a GRU stack exports the same way as one LSTM."""
+    module = models.get("sora_cls")
+    config = override(module.Config.tiny(), ["rnn=gru", "rnn_layers=2"])
+    model = module.build(config)
+    clips = np.random.default_rng(0).uniform(0, 255, (3, config.num_frames, config.image_size, config.image_size, 3))
+    paths = tflite.export_tflite(model, [str(i) for i in range(config.num_classes)], str(tmp_path), clips,
+                                 variants=("int8_mixed",), stream_variants=("float32", "int8_mixed"))
+    ref = np.asarray(model(clips, training=False)["probabilities"])
+    out = {k: np.stack([load_predictor(p).predict(c) for c in clips.astype(np.float32)]) for k, p in paths.items()}
+    np.testing.assert_allclose(out["stream_float32"], ref, atol=1e-5)
+    np.testing.assert_allclose(out["stream_int8_mixed"], out["int8_mixed"], atol=0.01)
+    for variant in ("int8_mixed", "stream_int8_mixed"):
+        _assert_int8_cnn_and_float_cell(paths[variant])
+
+
+def _frame_features(path):
+    """The index of the per-frame feature tensor in a .tflite and an interpreter that keeps
+    every tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    feature = tflite.frame_feature_tensor(tflite._read_model(open(path, "rb").read()))
     return feature, Interpreter(model_path=path, experimental_preserve_all_tensors=True)
 
 
