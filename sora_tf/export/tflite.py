@@ -1,20 +1,20 @@
-"""TFLite for LiteRT: clip models in float32, float16, dynamic-range, full int8, mixed int8 and
-int16x8 (int8 weights, int16 activations), and the streaming model in float32, int8, mixed int8
-and int16x8, all builtins only (no Flex ops).
+"""TFLite for LiteRT: clip models in float32, float16, dynamic-range, full int8 and int16x8
+(int8 weights, int16 activations), and the streaming model in float32, int8 and int16x8, all
+builtins only (no Flex ops).
 
 What works with Keras 3 RNNs here (measured): a dynamic batch fails conversion
 ("TensorListReserve element_shape static") and full int8 of the RNN's WHILE loop crashes the
-converter, so every file has batch 1 and an RNN unrolled over the fixed T. The graphs take
-float32 pixels in [0, 255] at the model's H x W (resize on the device, as the app sees fit);
-normalisation is inside. Each file carries its labels and input spec as associated files in a
-zip appended to the flatbuffer, the TFLite metadata convention, readable with
+converter, so the files have batch 1 and, but for int8, an RNN unrolled over the fixed T. The
+graphs take float32 pixels in [0, 255] at the model's H x W (resize on the device, as the app
+sees fit); normalisation is inside. Each file carries its labels and input spec as associated
+files in a zip appended to the flatbuffer, the TFLite metadata convention, readable with
 `zipfile.ZipFile(path).read("labels.txt")`; interpreters ignore the trailing bytes.
 
-`int8_mixed`: the frame CNN in full int8, as in `int8`; the recurrent cell and the head in
-float32 arithmetic on int8 weights (dynamic-range). Full int8 gives every tensor one calibrated
-scale, and the unrolled clip file has a tensor per time step where the stream has one for all
-steps, so their recurrent states round differently. In float the two files compute the same
-cell from the same int8 frame features.
+The int8 clip file is a WHILE loop over the int8 stream's step, quantised with the stream's
+calibrated ranges (`int8_pair`): the two files then compute the same numbers. Unrolled, the clip
+file had a recurrent state tensor and a scale per time step where the stream has one for every
+step, and their top-1 differed on 2% of clips. The crash is in calibrating a WHILE loop
+(segfault), not in quantising one, so the loop takes the stream's ranges instead.
 """
 import dataclasses
 import json
@@ -24,23 +24,22 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from sora_tf.models import sora_cls
 from sora_tf.train.checkpoint import atomic_write
 
-CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8_mixed", "int16x8")
-STREAM_VARIANTS = ("float32", "int8", "int8_mixed", "int16x8")
+CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
+STREAM_VARIANTS = ("float32", "int8", "int16x8")
 
 
 def unrolled_copy(model, implementation=2):
     """The same clip model with its RNN unrolled over T (fixed-size graph, no WHILE loop).
 
     `implementation=1` computes each gate with its own matmul instead of one matmul and a split:
-    the same numbers, but `int8_mixed` needs it (the quantiser keeps a split's output in int8
-    even when asked not to), and the int8 stream tracks Keras more closely with it (top-1 0.991
-    against 0.980 on 560 validation clips). The unrolled full int8 clip file keeps the fused form:
-    per-gate matmuls put T copies of per-step constants in it (626 KB against 521 KB).
+    the same numbers, and the int8 stream tracked Keras more closely with it (top-1 0.991 against
+    0.980 on 560 validation clips of the default run). The streams use it.
     """
     copy = sora_cls.build(dataclasses.replace(model.config, unroll=True))
     copy.set_weights(model.get_weights())
@@ -73,6 +72,30 @@ def stream_function(stream, config):
     return step
 
 
+def loop_function(stream, config):
+    """The clip model as a WHILE loop over the streaming step: frames [1, T, H, W, 3] in, the
+    last step's probabilities and embedding out."""
+    t_frames, s = config.num_frames, config.image_size
+    shapes = sora_cls.stream_state_shapes(config)
+    keys = sorted(shapes)
+
+    @tf.function(input_signature=[{"frames": tf.TensorSpec([1, t_frames, s, s, 3], tf.float32, name="frames")}])
+    def serve(inputs):
+        frames = inputs["frames"]
+
+        def step(t, probabilities, embedding, *states):
+            out = stream({"frame": tf.gather(frames, t, axis=1), **dict(zip(keys, states))}, training=False)
+            return (t + 1, out["probabilities"], out["embedding"], *[out[k] for k in keys])
+        # The zero start state; the zero frame is computed from the input, as a constant it
+        # would be stored in the file (48 KB at 64 px).
+        start = [frames[:, 0] * 0.0 if tuple(shapes[k]) == (s, s, 3) else tf.zeros([1, *shapes[k]])
+                 for k in keys]
+        loop = tf.while_loop(lambda t, *_: t < t_frames, step,
+                             (tf.constant(0), tf.zeros([1, config.num_classes]), tf.zeros([1, config.embedding_dim]), *start))
+        return {"probabilities": loop[1], "embedding": loop[2]}
+    return serve
+
+
 def frozen_with_names(fn):
     """`fn` (a tf.function of one dict of named tensors, returning a dict) with its weights
     frozen into constants, keeping the input and output names.
@@ -96,8 +119,6 @@ def convert(fn, trackable, variant, representative=None):
     callable yielding dicts of input arrays by name)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(fn)], trackable)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if variant == "int8_mixed":
-        return compact_tensor_names(convert_mixed(converter, representative))
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -108,8 +129,9 @@ def convert(fn, trackable, variant, representative=None):
             raise ValueError(f"{variant} needs a representative dataset")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
-        # int16x8: integer-only too, int8 weights with int16 activations. Full int8 loses ~2
-        # points here, accumulated through the unrolled LSTM steps; int16 activations do not.
+        # int16x8: integer-only too, int8 weights with int16 activations. Full int8 of the
+        # unrolled sora_cls clip model lost 1 to 2 points, accumulated through the LSTM steps
+        # (its int8 file is now `int8_pair`'s loop); int16 activations did not.
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if variant == "int8"
             else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
@@ -118,95 +140,92 @@ def convert(fn, trackable, variant, representative=None):
     return compact_tensor_names(converter.convert())
 
 
-def convert_mixed(converter, representative):
-    """Full int8 up to the frame features; the recurrent cell and the head in float32 on int8
-    weights. Calibrates once, then quantises with everything downstream of the frame features
-    (and of recurrent state inputs) left float, as `tf.lite.experimental.QuantizationDebugger`
-    does with `denylisted_nodes` (its internals, pinned with TF 2.21 in setup.cfg), and finally
-    stores those float layers' weights in int8, per output channel."""
+def int8_pair(step, loop, trackable, representative):
+    """{"stream": bytes, "clip": bytes}: full int8 files of the streaming `step` and of `loop`
+    (`loop_function` of the same stream), quantised with one set of ranges, calibrated on the
+    stream. Uses what `tf.lite.experimental.QuantizationDebugger` uses (a calibrate-only
+    conversion, then `mlir_quantize`), TF 2.21 internals, pinned in setup.cfg."""
     from tensorflow.lite.python import convert as lite_convert
 
-    if representative is None:
-        raise ValueError("int8_mixed needs a representative dataset")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(step)], trackable)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.experimental_mlir_quantizer = True
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
-    quantized = lite_convert.mlir_quantize(calibrated, disable_per_channel=False, fully_quantize=False,
-                                           enable_numeric_verify=False,
-                                           denylisted_nodes=_recurrent_part(calibrated))
-    return dynamic_range_weights(quantized)
+    floats = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(loop)], trackable).convert()
+
+    def quantize(model):
+        return compact_tensor_names(lite_convert.mlir_quantize(
+            bytes(model), disable_per_channel=False, fully_quantize=False, enable_numeric_verify=False))
+    return {"stream": quantize(calibrated), "clip": quantize(with_stream_ranges(floats, calibrated))}
+
+
+def _stats(tensor):
+    q = tensor.quantization
+    return (list(q.min), list(q.max)) if q is not None and q.min is not None and len(q.min) else None
+
+
+def _set_stats(tensor, stats):
+    q = schema.QuantizationParametersT()
+    q.min, q.max = stats
+    tensor.quantization = q
+
+
+def _op_name(graph, op):
+    """An op's name as the converter leaves it: its first output's, each ';'-joined part stripped
+    of the while-loop prefix (`while/body/_1/while/`), so a loop body's ops read as the step's."""
+    name = graph.tensors[int(op.outputs[0])].name.decode()
+    return ";".join(part.rsplit("while/", 1)[-1] for part in name.split(";"))
+
+
+def with_stream_ranges(loop_flatbuffer, calibrated_stream):
+    """The float loop model with the calibrated stream's min/max on every activation of the loop
+    body: by op name for the step's own tensors, and, for the loop-carried state and the frame
+    taken from the clip, by the stream input that the same op reads."""
+    stream = _read_model(calibrated_stream)
+    sgraph = stream.subgraphs[0]
+    by_name = {_op_name(sgraph, op): [_stats(sgraph.tensors[int(t)]) for t in op.outputs] for op in sgraph.operators}
+    signature = stream.signatureDefs[0]
+    input_of = {int(m.tensorIndex): m.name.decode() for m in signature.inputs}
+    input_stats = {key: _stats(sgraph.tensors[t]) for t, key in input_of.items()}
+    output_stats = {m.name.decode(): _stats(sgraph.tensors[int(m.tensorIndex)]) for m in signature.outputs}
+    readers = [(_op_name(sgraph, op), position, input_of[int(t)]) for op in sgraph.operators
+               for position, t in enumerate(op.inputs) if int(t) in input_of]
+
+    model = _read_model(loop_flatbuffer)
+    main = model.subgraphs[0]
+    [loop] = [op for op in main.operators if _builtin(model, op) == schema.BuiltinOperator.WHILE]
+    body = model.subgraphs[loop.builtinOptions.bodySubgraphIndex]
+    ops = {_op_name(body, op): op for op in body.operators}
+    for op in body.operators:
+        for tensor, stats in zip(op.outputs, by_name.get(_op_name(body, op), [])):
+            if stats:
+                _set_stats(body.tensors[int(tensor)], stats)
+    carried = [int(t) for t in body.inputs]
+    for name, position, key in readers:
+        if name not in ops:
+            raise ValueError(f"the loop body has no op {name!r} of the streaming step")
+        tensor = int(ops[name].inputs[position])
+        _set_stats(body.tensors[tensor], input_stats[key])
+        if tensor in carried and output_stats.get(key):  # the state the step hands to the next one
+            _set_stats(body.tensors[int(body.outputs[carried.index(tensor)])], output_stats[key])
+    loop_outputs = [int(t) for t in loop.outputs]
+    for m in model.signatureDefs[0].outputs:  # probabilities, embedding: the last step's
+        _set_stats(body.tensors[int(body.outputs[loop_outputs.index(int(m.tensorIndex))])],
+                   output_stats[m.name.decode()])
+    used = {int(t) for op in body.operators for t in list(op.inputs) + list(op.outputs) if t >= 0}
+    missing = [body.tensors[i].name.decode() for i in sorted(used)
+               if body.tensors[i].type == schema.TensorType.FLOAT32 and len(body.tensors[i].shape) < 5  # not the clip
+               and model.buffers[body.tensors[i].buffer].data is None and _stats(body.tensors[i]) is None]
+    if missing:
+        raise ValueError(f"no stream range for loop tensors {missing[:5]} ({len(missing)} in all)")
+    return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
 def _builtin(model, op):
     code = model.operatorCodes[op.opcodeIndex]
     return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def frame_feature_tensor(model):
-    """Index of the per-frame feature tensor in a flatbuffer's main graph: the output of the
-    FULLY_CONNECTED that reads the flattened last convolution."""
-    ops = schema.BuiltinOperator
-    graph = model.subgraphs[0]
-    producer = {int(t): op for op in graph.operators for t in op.outputs}
-
-    def made_by(tensor, kind):
-        op = producer.get(int(tensor))
-        return op is not None and _builtin(model, op) == kind
-
-    found = [int(op.outputs[0]) for op in graph.operators if _builtin(model, op) == ops.FULLY_CONNECTED
-             and made_by(op.inputs[0], ops.RESHAPE)
-             and made_by(producer[int(op.inputs[0])].inputs[0], ops.CONV_2D)]
-    if len(found) != 1:
-        raise ValueError(f"expected one frame-feature layer (a dense layer on the flattened last "
-                         f"convolution), found {len(found)}")
-    return found[0]
-
-
-def _recurrent_part(flatbuffer):
-    """Output names of every op downstream of the frame features or of a recurrent state input."""
-    model = _read_model(flatbuffer)
-    graph = model.subgraphs[0]
-    reached = {frame_feature_tensor(model)} | {
-        int(i) for i in graph.inputs if any(k in graph.tensors[int(i)].name.decode() for k in ("state_h", "state_c"))}
-    names = []
-    for op in graph.operators:  # in execution order
-        if any(int(t) in reached for t in op.inputs if t >= 0):
-            reached.update(int(t) for t in op.outputs)
-            names.extend(graph.tensors[int(t)].name.decode() for t in op.outputs)
-    return names
-
-
-def dynamic_range_weights(flatbuffer):
-    """The model with the constant float32 weights of its float FULLY_CONNECTED ops stored as
-    symmetric int8 per output channel: LiteRT's hybrid kernels (the `dynamic` variant's)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = _read_model(flatbuffer)
-    graph = model.subgraphs[0]
-    float32, int8 = schema.TensorType.FLOAT32, schema.TensorType.INT8
-    done = {}  # buffer index -> quantisation, for tensors that share a buffer
-    for op in graph.operators:
-        if _builtin(model, op) != schema.BuiltinOperator.FULLY_CONNECTED:
-            continue
-        x, w = graph.tensors[int(op.inputs[0])], graph.tensors[int(op.inputs[1])]
-        data = model.buffers[w.buffer].data
-        if x.type != float32 or w.type != float32 or (data is None and w.buffer not in done):
-            continue
-        if w.buffer not in done:
-            weights = np.frombuffer(bytes(bytearray(data)), np.float32).reshape(w.shape)
-            peak = np.abs(weights).max(axis=1)
-            scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-            q = np.clip(np.round(weights / scale[:, None]), -127, 127).astype(np.int8)
-            model.buffers[w.buffer].data = np.frombuffer(q.tobytes(), np.uint8)
-            done[w.buffer] = schema.QuantizationParametersT()
-            done[w.buffer].scale, done[w.buffer].zeroPoint = scale.tolist(), [0] * len(scale)
-            done[w.buffer].quantizedDimension = 0
-        w.type, w.quantization = int8, done[w.buffer]
-        op.builtinOptions.asymmetricQuantizeInputs = True
-    return flatbuffer_utils.convert_object_to_bytearray(model)
 
 
 def _read_model(flatbuffer):
@@ -222,8 +241,6 @@ def compact_tensor_names(flatbuffer):
     28.7 KB, 5% of the file (one split of the 16 frames carried a 438-byte name per output).
     Done for every variant alike, so that file sizes compare weights and graphs.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
     model = _read_model(flatbuffer)
     for graph in model.subgraphs:
         keep = set(graph.inputs.tolist()) | set(graph.outputs.tolist())
@@ -271,25 +288,17 @@ def export_tflite(model, classes, out_dir, calibration, variants=CLIP_VARIANTS,
     `calibration`: float32 clips [N, T, H, W, 3] from the training data, for int8.
     """
     config = model.config
-    unrolled, per_gate = unrolled_copy(model), unrolled_copy(model, implementation=1)
+    unrolled = unrolled_copy(model)
     os.makedirs(out_dir, exist_ok=True)
     spec = {"num_frames": config.num_frames, "image_size": config.image_size,
             "pixel_range": [0, 255], "layout": "RGB", **(info or {})}
     clips = np.asarray(calibration, np.float32)
+    stream = sora_cls.stream_model(unrolled_copy(model, implementation=1), batch=1)
+    step = stream_function(stream, config)
 
     def clip_representative():
         for clip in clips:
             yield {"frames": clip[None]}
-
-    paths = {}
-    for variant in variants:
-        clip_model = per_gate if variant == "int8_mixed" else unrolled
-        flat = convert(clip_function(clip_model), clip_model, variant, clip_representative)
-        paths[variant] = write_with_labels(os.path.join(out_dir, f"{variant}.tflite"), flat, classes,
-                                           {**spec, "kind": "clip", "variant": variant})
-
-    stream = sora_cls.stream_model(per_gate, batch=1)
-    step = stream_function(stream, config)
 
     def stream_representative():
         for clip in clips:
@@ -299,8 +308,16 @@ def export_tflite(model, classes, out_dir, calibration, variants=CLIP_VARIANTS,
                 out = stream({"frame": frame[None], **state}, training=False)
                 state = {k: np.asarray(out[k]) for k in state}
 
+    int8 = (int8_pair(step, loop_function(stream, config), stream, stream_representative)
+            if "int8" in variants or "int8" in stream_variants else None)
+    paths = {}
+    for variant in variants:
+        flat = int8["clip"] if variant == "int8" else convert(clip_function(unrolled), unrolled, variant,
+                                                              clip_representative)
+        paths[variant] = write_with_labels(os.path.join(out_dir, f"{variant}.tflite"), flat, classes,
+                                           {**spec, "kind": "clip", "variant": variant})
     for variant in stream_variants:
-        flat = convert(step, stream, variant, stream_representative)
+        flat = int8["stream"] if variant == "int8" else convert(step, stream, variant, stream_representative)
         paths[f"stream_{variant}"] = write_with_labels(
             os.path.join(out_dir, f"stream_{variant}.tflite"), flat, classes,
             {**spec, "kind": "stream", "variant": variant, "states": {
