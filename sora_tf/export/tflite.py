@@ -311,9 +311,9 @@ def export_tflite(model, classes, out_dir, calibration, variants=CLIP_VARIANTS,
     int8 = (int8_pair(step, loop_function(stream, config), stream, stream_representative)
             if "int8" in variants or "int8" in stream_variants else None)
     paths = {}
+    serve = clip_function(unrolled)
     for variant in variants:
-        flat = int8["clip"] if variant == "int8" else convert(clip_function(unrolled), unrolled, variant,
-                                                              clip_representative)
+        flat = int8["clip"] if variant == "int8" else convert(serve, unrolled, variant, clip_representative)
         paths[variant] = write_with_labels(os.path.join(out_dir, f"{variant}.tflite"), flat, classes,
                                            {**spec, "kind": "clip", "variant": variant})
     for variant in stream_variants:
