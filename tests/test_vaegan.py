@@ -51,18 +51,22 @@ def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
     noise = np.random.default_rng(0).normal(size=(500, config.prior_components + size)).astype("float32")
     # Unfitted: the latent is the residual noise, N(0, I).
     np.testing.assert_allclose(np.asarray(model.latent_from_noise(noise, np.zeros(500))), noise[:, config.prior_components:])
-    # Posterior means of two classes, apart along one direction, spread along a second.
+    # Posterior means of two classes, apart along one direction, each spread along its own
+    # (class 0 along dimension 1 with dimension 3 following it, class 1 along dimension 2).
     rng = np.random.default_rng(1)
     labels = np.repeat([0, 1], 200)
-    apart, spread = np.zeros(size, np.float32), np.zeros(size, np.float32)
-    apart[0], spread[1] = 3.0, 1.0
+    apart, spread0, spread1 = (np.zeros(size, np.float32) for _ in range(3))
+    apart[0], spread0[[1, 3]], spread1[2] = 3.0, 1.0, 1.0
+    spread = np.where(labels[:, None] == 0, spread0, spread1)
     z = (np.where(labels[:, None] == 0, -apart, apart) + rng.normal(size=(400, 1)) * 2 * spread
          + rng.normal(size=(400, size)) * 0.1).astype("float32")
     model.fit_prior(z, labels)
-    for c, sign in ((0, -1), (1, 1)):
+    for c, sign, wide, narrow in ((0, -1, 1, 2), (1, 1, 2, 1)):
         drawn = np.asarray(model.latent_from_noise(noise, np.full(500, c)))
         assert abs(drawn[:, 0].mean() - sign * 3.0) < 0.1
-        assert abs(drawn[:, 1].std() - 2.0) < 0.2 and abs(drawn[:, 2].std() - 0.1) < 0.02
+        assert abs(drawn[:, wide].std() - 2.0) < 0.2 and abs(drawn[:, narrow].std() - 0.1) < 0.02
+    drawn = np.asarray(model.latent_from_noise(noise, np.zeros(500)))
+    assert np.corrcoef(drawn[:, 1], drawn[:, 3])[0, 1] > 0.95  # the class's own covariance
     with pytest.raises(ValueError, match="N >= 2"):
         model.fit_prior(z[:1], labels[:1])
     # A checkpoint from before the prior has no variables for it: it keeps N(0, I).
@@ -104,11 +108,11 @@ def test_vae_only_has_no_gan_terms_and_bad_configs():
     assert "adv" not in logs and "recon" in logs
     assert all(np.array_equal(a, b) for a, b in zip(d_before, vae.discriminator.get_weights()))
     for bad, match in ((dict(recon_loss="l3"), "recon_loss"), (dict(dec_widths=(8, 8)), "dec_widths"),
-                       (dict(image_size=30), "divisible"), (dict(motion_pool=3), "power of 2"), (dict(kl_weight=-1.0), "kl_weight")):
+                       (dict(image_size=30), "divisible"), (dict(frame_widths=()), "frame_widths"), (dict(kl_weight=-1.0), "kl_weight")):
         with pytest.raises(ValueError, match=match):
             sora_vaegan.Config(**{**config.__dict__, **bad}).validate()
-    saved_before = {k: v for k, v in config.__dict__.items() if k != "content_widths"}
-    with pytest.raises(ValueError, match="before the content/motion latent"):
+    saved_before = {k: v for k, v in config.__dict__.items() if k != "frame_widths"}
+    with pytest.raises(ValueError, match="earlier design"):
         sora_vaegan.SoraVaeGan(saved_before)  # a checkpoint of the earlier design: say so
 
 
@@ -122,7 +126,7 @@ def test_mixed_precision_step_is_finite():
         assert isinstance(model.vae_optimizer, keras.optimizers.LossScaleOptimizer)
         logs = model.fit(_clips(config), np.array([0, 1, 2, 3]), epochs=1, verbose=0).history
         assert all(np.isfinite(v).all() for v in logs.values())
-        assert model.get_layer("decoder").get_layer("draw").compute_dtype == "float16"
+        assert model.get_layer("decoder").get_layer("draw_frames").layer.compute_dtype == "float16"
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
@@ -192,17 +196,17 @@ def test_resume_continues_with_optimizer_state(vaegan_run, tmp_path):
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [1, 2]
     resumed = keras.saving.load_model(str(run / "last.keras"))
     assert int(resumed.vae_optimizer.iterations.numpy()) > steps
-    # A checkpoint of the design before the content/motion latent: the error names the file.
+    # A checkpoint of a design before the frame codes: the error names the file.
     last = str(run / "last.keras")
     with zipfile.ZipFile(last) as z:
         files = {n: z.read(n) for n in z.namelist()}
     saved = json.loads(files["config.json"])
-    del saved["config"]["config"]["content_widths"]
+    del saved["config"]["config"]["frame_widths"]
     files["config.json"] = json.dumps(saved).encode()
     with zipfile.ZipFile(last, "w") as z:
         for n, data in files.items():
             z.writestr(n, data)
-    with pytest.raises(ValueError, match=f"{re.escape(last)}: .*before the content/motion latent"):
+    with pytest.raises(ValueError, match=f"{re.escape(last)}: .*earlier design"):
         train("sora_vaegan", out=str(run), epochs=4, resume=True, verbose=0)
 
 

@@ -1,36 +1,42 @@
 """sora_vaegan: a video VAE trained against a discriminator (VAE-GAN), class-conditional.
 
 - `encoder`: frames [B, T, S, S, 3] in [0, 255] -> `z_mean`, `z_log_var` [B, D], one flat latent
-  per clip in two parts:
+  per clip in three parts:
   - content, `latent_channels` numbers per cell of a g x g grid (g = S / 2^len(content_widths),
     32 at 64 px): stride-2 convs on the middle frame and on where the clip moves (the mean
-    absolute frame difference, which says where but not which way);
+    absolute frame difference);
+  - frame codes, `frame_channels` numbers per cell of a coarser grid (S / 2^len(frame_widths),
+    16 at 64 px) for every frame: where things are at each time;
   - motion, `motion_dim` numbers: the `sora_cls` frame CNN (frame and frame difference, the
     same stages and Dense, batched over time; it can initialise a `sora_cls`) and an LSTM.
-  D = g * g * latent_channels + motion_dim: 4,104 at the defaults, for 98,304 pixel values.
+  D = g * g * latent_channels + T * f * f * frame_channels + motion_dim: 8,200 at the defaults,
+  for 98,304 pixel values.
 - `decoder`: latent [+ one-hot class] -> frames [B, T, S, S, 3] in [0, 1]; see `build_decoder`.
 - `discriminator`: the `sora_cls` network again (frame CNN without BatchNorm, which would mix
   real and generated batch statistics, then an LSTM) with a real/fake logit, an auxiliary
   class output and its features for feature matching.
 
-Why this split: the clips (generated and real) are mostly texture that stays put, and
-replacing each 4x4 pixel block of held-out default clips by its mean already costs 24.1 dB PSNR.
-The design before this one encoded T frames per cell of a 16 x 16 grid (an LSTM per cell) and
-drew every frame from an LSTM per cell: in the default run, held-out PSNR 22.73 dB (its VAE-only
-twin 23.25), and reconstructions erased every object, moving or not. Content from one frame on
-a 32 x 32 grid reached 24.33 dB as a VAE alone in the same 4 epochs.
+Why content from one frame on a fine grid: the clips (generated and real) are mostly texture
+that stays put, and replacing each 4x4 pixel block of held-out default clips by its mean
+already costs 24.1 dB PSNR. The design before that encoded T frames per cell of a 16 x 16 grid
+(an LSTM per cell): held-out PSNR 22.73 dB, every object erased.
 
-What it does not do yet: draw a moving object that a classifier recognises. The judge (a
-`sora_cls` trained on the same data) calls reconstructions and class-conditional samples their
-class at chance, in this design and the one before. Tried and dropped: drawing frames by
-warping one drawn layer with a learned flow (per cell, then low-rank with a localised basis),
-trained through the frames and through a photometric loss against the real frames; the flow
-stayed under ~1 px in 12 epochs (the same network fitted one batch's flow within 100 steps).
-Probed and not adopted (README, "What it does not do yet"): one object layer moved per frame by a
-similarity transform from the motion LSTM. Even supervised by the generator's true motion, its
-layer stayed faint, and the judge read 0.50 of reconstructions and 0.16 of samples.
+Why frame codes: without them (content + motion vector only, the design before this one) the
+decoder had to move the middle frame's object itself, and never learnt to: the judge (a
+`sora_cls` trained on the same data) called reconstructions and class-conditional samples their
+class at chance (1/7). Probes on the default data, the VAE alone for 700 steps on the eval views
+of the 2,240 training clips (ad-hoc script, 2026-11-22), judge on 560 held-out clips:
+- that design: 24.5 dB held-out PSNR, judge 0.143 on reconstructions and on samples;
+- frame codes 4 x 8 x 8 per frame: 24.50 dB, 0.534, samples 0.589;
+- frame codes 2 x 16 x 16 per frame (the default): 25.34 dB, 0.750, samples 0.696.
+Tried before and dropped, all aimed at teaching a decoder to move a drawn object: warping one
+drawn layer with a learned flow (stayed under ~1 px in 12 epochs); one object layer moved by a
+similarity transform from the motion LSTM (faint even when supervised by the true motion);
+moving layers by softmax displacement kernels (CDNA, Finn et al. 2016), with a loss on
+frame-to-frame differences and on real frames moved by the same kernels: 700 steps left the
+kernels the same for every class and the predicted frames no better than the previous frame.
 
-Measured on the design before this one (and kept):
+Measured on the designs before this one (and kept):
 Training starts as a VAE alone for `gan_warmup` epochs, then the discriminator joins: trained
 adversarially from the first step, the reconstruction stalled at 15.2 dB held-out PSNR for two
 epochs, while the VAE alone reached 20.2 dB. The warm-up epochs are the `vae_only` twin's own
@@ -43,7 +49,7 @@ took it from 21.3 to 20.5 dB; so the default weights are all relative to L1 reco
 In 5-epoch VAE-only A/Bs with cosine decay, L2 reached 22.75 dB and L1 22.56 dB, and 16 latent
 channels per cell instead of 8 no better after 3 epochs (22.35 vs 22.39 dB).
 
-Measured on this design: when the discriminator joins, the VAE's learning rate starts its
+Measured on the content and motion design (before frame codes): when the discriminator joins, the VAE's learning rate starts its
 cosine again from the top. Going on from where the warm-up left it instead (the same default
 run's GAN epochs again) kept held-out PSNR at 24.38 dB against 24.13, but the GAN then changed
 the decoder too little: the Frechet distance of its reconstructions stayed at the VAE alone's
@@ -97,7 +103,9 @@ class Config:
     # Decoder
     class_dim: int = 16
     dec_widths: tuple = (32,)  # undoes content_widths
-    motion_pool: int = 2  # the moving layer is drawn from the content grid pooled by this
+    # Frames: stride-2 stages on every frame, to frame_channels per cell of a coarse grid (16 x 16 at 64 px)
+    frame_widths: tuple = (16, 32)
+    frame_channels: int = 2
     # Discriminator
     disc_widths: tuple = (24, 48, 64, 96)
     disc_features: int = 128
@@ -106,7 +114,7 @@ class Config:
     # Sampling: after training, a Gaussian is fitted to the training clips' posterior means (per
     # class mean, this many principal directions of the within-class spread, and a per-number
     # residual); `sample` and `generate` draw from it. 0: principal directions off.
-    prior_components: int = 64
+    prior_components: int = 128
     # Losses
     gan: bool = True  # False: the VAE alone
     gan_warmup: int = 3  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
@@ -144,6 +152,7 @@ class Config:
         """Seconds on two CPU cores: `python -m sora_tf train --model sora_vaegan --preset tiny`."""
         return cls(num_frames=4, image_size=32, enc_widths=(8, 16), enc_features=16, cell_units=16,
                    motion_dim=4, content_widths=(8,), latent_channels=2, class_dim=4, dec_widths=(8,),
+                   frame_widths=(8, 8), frame_channels=2,
                    disc_widths=(8, 16), disc_features=16,
                    disc_units=16, epochs=2, gan_warmup=1, batch_size=8, judge_epochs=1, samples_per_class=4)
 
@@ -153,7 +162,7 @@ class Config:
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         for key in ("num_frames", "image_size", "num_classes", "enc_features", "cell_units", "motion_dim",
-                    "latent_channels", "motion_pool", "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
+                    "latent_channels", "frame_channels", "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.gan and self.gan_warmup >= self.epochs:
@@ -167,12 +176,12 @@ class Config:
         for key in ("enc_widths", "content_widths"):
             if not getattr(self, key) or min(getattr(self, key)) < 1:
                 raise ValueError(f"{key} needs positive widths, got {getattr(self, key)}")
-        if self.motion_pool & (self.motion_pool - 1):
-            raise ValueError(f"motion_pool must be a power of 2, got {self.motion_pool}")
-        step = 2 ** len(self.content_widths) * self.motion_pool
+        if len(self.frame_widths) < len(self.content_widths) or min(self.frame_widths, default=0) < 1:
+            raise ValueError(f"frame_widths {self.frame_widths} needs positive widths, at least as many stages "
+                             f"as content_widths {self.content_widths}")
+        step = 2 ** len(self.frame_widths)
         if self.image_size % step:
-            raise ValueError(f"image_size {self.image_size} must be divisible by 2^len(content_widths) x "
-                             f"motion_pool = {step}")
+            raise ValueError(f"image_size {self.image_size} must be divisible by 2^len(frame_widths) = {step}")
 
     @property
     def grid(self):
@@ -184,9 +193,18 @@ class Config:
         return self.grid * self.grid * self.latent_channels
 
     @property
+    def frame_grid(self):
+        """The frame codes' grid side."""
+        return self.image_size // 2 ** len(self.frame_widths)
+
+    @property
+    def frames_size(self):
+        return self.num_frames * self.frame_grid * self.frame_grid * self.frame_channels
+
+    @property
     def latent_shape(self):
-        """One flat vector per clip: the content grid's cells, then the motion vector."""
-        return (self.content_size + self.motion_dim,)
+        """One flat vector per clip: the content grid's cells, the frame codes, the motion vector."""
+        return (self.content_size + self.frames_size + self.motion_dim,)
 
     @property
     def noise_shape(self):
@@ -205,6 +223,10 @@ def build_encoder(config):
         layers.Conv2D(w, 3, strides=2, padding="same", activation="relu", name=f"conv{i}")
         for i, w in enumerate(config.content_widths)] + [
         layers.Conv2D(config.cell_units, 3, padding="same", activation="relu", name="mix")], name="content")
+    per_frame = keras.Sequential([keras.Input((s, s, 3))] + [
+        layers.Conv2D(w, 3, strides=2, padding="same", activation="relu", name=f"conv{i}")
+        for i, w in enumerate(config.frame_widths)] + [
+        layers.Conv2D(2 * config.frame_channels, 1, name="mean_log_var", dtype="float32")], name="frame_coder")
     # === Functional Model ===
     frames = keras.Input((t, s, s, 3), name="frames")
     x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
@@ -219,41 +241,42 @@ def build_encoder(config):
     m = lstm(FrameTimeDistributed(cnn, name="frame_features")(x))
     m_mean = layers.Dense(config.motion_dim, name="motion_mean", dtype="float32")(m)
     m_log_var = layers.Dense(config.motion_dim, name="motion_log_var", dtype="float32")(m)
+    # Frames: a coarse code of every frame, which says where things are at each time.
+    f = FrameTimeDistributed(per_frame, name="frame_codes")(x[..., :3])  # [B, T, f, f, 2 * channels]
+    f_mean, f_log_var = f[..., :config.frame_channels], f[..., config.frame_channels:]
 
-    def flat(content_part, motion_part):
-        return ops.concatenate([ops.reshape(content_part, (-1, config.content_size)), motion_part], axis=-1)
-    return keras.Model(frames, {"z_mean": flat(c_mean, m_mean), "z_log_var": flat(c_log_var, m_log_var)},
-                       name="encoder")
+    def flat(content_part, frames_part, motion_part):
+        return ops.concatenate([ops.reshape(content_part, (-1, config.content_size)),
+                                ops.reshape(frames_part, (-1, config.frames_size)), motion_part], axis=-1)
+    return keras.Model(frames, {"z_mean": flat(c_mean, f_mean, m_mean),
+                                "z_log_var": flat(c_log_var, f_log_var, m_log_var)}, name="encoder")
 
 
 def build_decoder(config):
-    """Latent [+ class] -> frames [B, T, S, S, 3] in [0, 1]: a still layer drawn once from the
-    content, and a moving layer and its mask drawn per frame from the motion.
+    """Latent [+ class] -> frames [B, T, S, S, 3] in [0, 1], drawn frame by frame.
 
-    The content cells (+ class), mixed by two 3x3 convs, are drawn once by an upsampling CNN as
-    the still layer. An LSTM unrolls T steps from the motion vector (+ class); each step's
-    state, tiled over the content grid pooled by `motion_pool` and joined to it, is drawn by a
-    second upsampling CNN as that frame's moving layer and mask:
-    frame t = mask_t * moving_t + (1 - mask_t) * still. This is the two-stream generator of
-    Vondrick et al. (2016), with content and motion split as in MoCoGAN (Tulyakov et al., 2018).
+    The content cells (+ class) are mixed by two 3x3 convs; each frame's coarse code, upsampled
+    to the content grid, joins them, and an LSTM unrolled T steps from the motion vector (+ class)
+    adds its state to every cell of its frame; one upsampling CNN draws each frame from that.
+    The content holds the detail of the still scene, the frame codes where things are at each
+    time: a moving object is drawn where its frame puts it, with no need to move anything.
     """
-    t, u, g, k = config.num_frames, config.cell_units, config.grid, config.motion_pool
-    gm = g // k
+    t, u, g, fg = config.num_frames, config.cell_units, config.grid, config.frame_grid
     # === Layers ===
     mix = [layers.Conv2D(u, 3, padding="same", activation="relu", name=f"mix{i}") for i in range(2)]
-    draw = upsampling_cnn((g, g, u), config.dec_widths, 3, name="draw")
+    width = max(8, u // 2)
+    join = layers.Conv2D(width, 3, padding="same", name="join")
+    draw = upsampling_cnn((g, g, width), config.dec_widths, 3, name="draw")
     motion_in = layers.Dense(u, activation="relu", name="motion_embedding")
     lstm = layers.LSTM(u, return_sequences=True, unroll=config.unroll, name="lstm")
-    join = layers.Conv2D(u, 3, padding="same", activation="relu", name="motion_join")
-    stages = len(config.content_widths) + int(np.log2(k))  # gm -> S
-    draw_moving = upsampling_cnn((gm, gm, u), tuple(max(8, u // 2 ** (i + 1)) for i in range(stages)), 4,
-                                 name="draw_moving")
-    draw_moving.get_layer("pixels").bias.assign([0.0, 0.0, 0.0, -3.0])  # the mask starts near 0: the still layer
+    from_state = layers.Dense(width, name="from_state")
     # === Functional Model ===
     z = keras.Input(config.latent_shape, name="z")
     inputs = {"z": z}
-    x = ops.reshape(z[:, :config.content_size], (-1, g, g, config.latent_channels))
-    v = z[:, config.content_size:]
+    cs, fs = config.content_size, config.frames_size
+    x = ops.reshape(z[:, :cs], (-1, g, g, config.latent_channels))
+    f = ops.reshape(z[:, cs:cs + fs], (-1, t, fg, fg, config.frame_channels))
+    v = z[:, cs + fs:]
     if config.conditional:
         label = keras.Input((config.num_classes,), name="class")  # one-hot (or class weights)
         inputs["class"] = label
@@ -262,16 +285,11 @@ def build_decoder(config):
         v = ops.concatenate([v, c], axis=-1)
     for conv in mix:
         x = conv(x)
-    still = draw(x)
-    h = lstm(ops.repeat(motion_in(v)[:, None, :], t, axis=1))  # [B, T, u]
-    pooled = layers.AveragePooling2D(k, name="motion_pool")(x) if k > 1 else x
-    h = ops.concatenate([ops.repeat(pooled[:, None], t, axis=1),
-                         ops.tile(h[:, :, None, None, :], (1, 1, gm, gm, 1))], axis=-1)
-    h = FrameTimeDistributed(join, name="join")(h)
-    m = FrameTimeDistributed(draw_moving, name="draw_frames")(h)  # [B, T, S, S, 4], sigmoid
-    mask = m[..., 3:]
-    frames = mask * m[..., :3] + (1.0 - mask) * still[:, None]
-    return keras.Model(inputs, frames, name="decoder")
+    f = FrameTimeDistributed(layers.UpSampling2D(g // fg, interpolation="bilinear"), name="frame_up")(f)
+    h = from_state(lstm(ops.repeat(motion_in(v)[:, None, :], t, axis=1)))  # [B, T, width]
+    y = FrameTimeDistributed(join, name="join")(ops.concatenate([ops.repeat(x[:, None], t, axis=1), f], axis=-1))
+    y = ops.relu(y + h[:, :, None, None, :])
+    return keras.Model(inputs, FrameTimeDistributed(draw, name="draw_frames")(y), name="decoder")
 
 
 def build_discriminator(config):
@@ -308,9 +326,9 @@ class SoraVaeGan(keras.Model):
 
     def __init__(self, config, **kwargs):
         if not isinstance(config, Config):
-            if "content_widths" not in config:
-                raise ValueError("this sora_vaegan was saved before the content/motion latent (its config has "
-                                 "no content_widths); its weights do not fit the current model: train it again")
+            if "frame_widths" not in config:
+                raise ValueError("this sora_vaegan was saved by an earlier design (its config has no frame_widths: "
+                                 "before the per-frame codes); its weights do not fit the current model: train it again")
             config = from_dict(Config, config)
         config.validate()
         super().__init__(**kwargs)
@@ -323,9 +341,10 @@ class SoraVaeGan(keras.Model):
         size = config.latent_shape[0]
         self.prior_mean = self.add_weight(shape=(config.num_classes if config.conditional else 1, size),
                                           initializer="zeros", trainable=False, name="prior_mean")
-        self.prior_basis = self.add_weight(shape=(config.prior_components, size), initializer="zeros",
+        rows = config.num_classes if config.conditional else 1
+        self.prior_basis = self.add_weight(shape=(rows, config.prior_components, size), initializer="zeros",
                                            trainable=False, name="prior_basis")
-        self.prior_scale = self.add_weight(shape=(size,), initializer="ones", trainable=False, name="prior_scale")
+        self.prior_scale = self.add_weight(shape=(rows, size), initializer="ones", trainable=False, name="prior_scale")
         names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
                                                    if config.gan else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -382,14 +401,22 @@ class SoraVaeGan(keras.Model):
         noise = ops.convert_to_tensor(noise, "float32")
         rows = (ops.zeros((ops.shape(noise)[0],), "int32") if labels is None or not self.config.conditional
                 else ops.cast(labels, "int32"))
-        return (ops.take(self.prior_mean, rows, axis=0) + ops.matmul(noise[:, :k], self.prior_basis)
-                + noise[:, k:] * self.prior_scale)
+        basis = ops.take(self.prior_basis, rows, axis=0)  # [B, k, D]
+        return (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
+                + noise[:, k:] * ops.take(self.prior_scale, rows, axis=0))
 
     def fit_prior(self, z_mean, labels=None):
         """Fit the prior that `sample` draws from to the posterior means `z_mean` [N, D] of
-        training clips (and their int `labels`): a Gaussian with the class's mean, the first
-        `prior_components` principal directions of the spread around it (shared by the classes)
-        and the rest of the variance per latent number.
+        training clips (and their int `labels`): per class, a Gaussian with the class's mean, the
+        first `prior_components` principal directions of its clips' spread around it, and the rest
+        of their variance per latent number. (A class with fewer than 2 clips takes the spread of
+        all clips around their class means.)
+
+        Per class, because the class is in how the spread goes: the frame codes of a clip whose
+        object moves left vary together in a way that a right-moving one's do not, and directions
+        pooled over the classes mix the two. A Gaussian keeps that: drawn in pixel space (16 x 16,
+        frames of the default training clips), 128 directions per class gave samples the judge
+        called their class at 0.754, 64 at 0.143 (every sample one class).
 
         Why: with a KL weight small enough to reconstruct well, the encoder's latents do not fill
         N(0, I), and the decoder never saw what N(0, I) draws look like. Fitting a density to the
@@ -408,15 +435,25 @@ class SoraVaeGan(keras.Model):
         means = np.tile(z.mean(0), (rows, 1))
         for c in np.unique(labels):
             means[c] = z[labels == c].mean(0)
-        spread = z - means[labels]
+        pooled = self._gaussian(z - means[labels])
+        basis = np.stack([pooled[0]] * rows)
+        scale = np.stack([pooled[1]] * rows)
+        for c in np.unique(labels):
+            if np.sum(labels == c) >= 2:
+                basis[c], scale[c] = self._gaussian(z[labels == c] - means[c])
+        self.prior_mean.assign(means)
+        self.prior_basis.assign(basis)
+        self.prior_scale.assign(scale)
+
+    def _gaussian(self, spread):
+        """(basis [prior_components, D], residual scale [D]) of zero-mean rows `spread`."""
+        n, size = spread.shape
         _, s, vt = np.linalg.svd(spread, full_matrices=False)
         k = min(self.config.prior_components, len(s))
         basis = np.zeros((self.config.prior_components, size), np.float32)
         basis[:k] = vt[:k] * (s[:k, None] / np.sqrt(n - 1))
         rest = spread - (spread @ vt[:k].T) @ vt[:k]
-        self.prior_mean.assign(means)
-        self.prior_basis.assign(basis)
-        self.prior_scale.assign(np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1)))
+        return basis, np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1))
 
     def anomaly_score(self, frames, labels=None):
         """Per clip, [B] each: `reconstruction` (mean squared error per pixel value), `kl`
@@ -485,7 +522,13 @@ class SoraVaeGan(keras.Model):
             vae_loss = logs["loss"]
             if c.gan:
                 fake_labels = keras.random.randint((batch,), 0, c.num_classes, seed=self.seed)
-                z_p = keras.random.normal(ops.shape(z), seed=self.seed)
+                # From the sampling prior when fitted (at the warm-up's end, see sora_tf.train.run),
+                # so that the discriminator judges the clips `sample` draws; N(0, I) before that.
+                # On N(0, I) draws instead, the VAE-GAN's samples came out further from real clips
+                # than the VAE alone's (Frechet distance 15.76 against 8.47 in a default run),
+                # and the judge named their class less often (0.407 against 0.589).
+                noise = keras.random.normal((batch, *c.noise_shape), seed=self.seed)
+                z_p = self.latent_from_noise(noise, fake_labels)
                 gen = self.decoder(self.decoder_inputs(z_p, fake_labels), training=True)
                 d_real = self.discriminator(x, training=True)
                 d_rec = self.discriminator(rec, training=True)

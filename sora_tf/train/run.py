@@ -226,6 +226,8 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
                 model.decoder.set_weights(vae.decoder.get_weights())
                 initial_epoch = config.gan_warmup
                 log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
+                # The discriminator's generated clips are drawn from the prior that sampling uses.
+                _fit_prior_in_memory(model, supervised(train_ds))
             model.compile(decay_steps=(config.epochs - initial_epoch) * steps)
         callbacks = [RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False),
                      *_logs(out, resuming), keras.callbacks.TerminateOnNaN()]
@@ -241,10 +243,17 @@ def _fit_generative(module, model_name, config, out, train_ds, val_ds, steps, re
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _fit_prior(path, dataset, limit=4096):
-    """Fit the sampling prior of the model saved at `path` to the posterior means of (up to
-    `limit`) training clips, and save it back atomically."""
+def _fit_prior(path, dataset):
+    """Fit the sampling prior of the model saved at `path` (see `_fit_prior_in_memory`) and
+    save it back atomically."""
     model = load_checkpoint(path)
+    _fit_prior_in_memory(model, dataset)
+    atomic_write(path, model.save)
+    log.info("sampling prior saved: %s", path)
+
+
+def _fit_prior_in_memory(model, dataset, limit=4096):
+    """Fit `model`'s sampling prior to the posterior means of (up to `limit`) training clips."""
     z, labels = [], []
     for frames, y in dataset:
         z.append(np.asarray(model.encoder(frames, training=False)["z_mean"]))
@@ -253,8 +262,7 @@ def _fit_prior(path, dataset, limit=4096):
             break
     z = np.concatenate(z)
     model.fit_prior(z, np.concatenate(labels))
-    atomic_write(path, model.save)
-    log.info("sampling prior fitted to %d training clips: %s", len(z), path)
+    log.info("sampling prior fitted to %d training clips", len(z))
 
 
 def _as_sets(config):
