@@ -435,12 +435,11 @@ class SoraVaeGan(keras.Model):
         means = np.tile(z.mean(0), (rows, 1))
         for c in np.unique(labels):
             means[c] = z[labels == c].mean(0)
-        pooled = self._gaussian(z - means[labels])
-        basis = np.stack([pooled[0]] * rows)
-        scale = np.stack([pooled[1]] * rows)
-        for c in np.unique(labels):
-            if np.sum(labels == c) >= 2:
-                basis[c], scale[c] = self._gaussian(z[labels == c] - means[c])
+        counts = np.bincount(labels, minlength=rows)
+        # The pooled fit (an SVD of every clip, ~8 s at the default size) only where a class needs it.
+        pooled = self._gaussian(z - means[labels]) if (counts < 2).any() else None
+        fits = [self._gaussian(z[labels == c] - means[c]) if counts[c] >= 2 else pooled for c in range(rows)]
+        basis, scale = (np.stack(part) for part in zip(*fits))
         self.prior_mean.assign(means)
         self.prior_basis.assign(basis)
         self.prior_scale.assign(scale)
