@@ -75,6 +75,32 @@ def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
     assert np.all(fresh.prior_scale.numpy() == 1.0)
 
 
+def test_fitted_prior_keeps_the_frame_codes_residual_correlated_in_time():
+    """Frame codes that stay put from frame to frame beyond the principal directions are drawn
+    so (independent draws would flicker); the content's residual stays independent."""
+    import dataclasses
+    config = dataclasses.replace(sora_vaegan.Config.tiny(), prior_components=2)
+    model = sora_vaegan.build(config)
+    t, cs, fs = config.num_frames, config.content_size, config.frames_size
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, config.latent_shape[0])).astype("float32")
+    z[:, cs:cs + fs] = np.tile(rng.normal(size=(300, fs // t)), (1, t)) + 0.1 * rng.normal(size=(300, fs))
+    model.fit_prior(z, np.repeat([0, 1, 2], 100))
+    noise = rng.normal(size=(400, *config.noise_shape)).astype("float32")
+    drawn = np.asarray(model.latent_from_noise(noise, np.repeat([0, 1], 200)))
+    frames = drawn[:, cs:cs + fs].reshape(400, t, -1)
+    assert np.corrcoef(frames[:, 0].ravel(), frames[:, -1].ravel())[0, 1] > 0.9
+    assert abs(frames.std() - 1.0) < 0.1  # the spread per number is kept
+    content = drawn[:, :cs]
+    assert abs(np.corrcoef(content[:, 0], content[:, 1])[0, 1]) < 0.2
+    # A checkpoint fitted before the time correlation loads, and draws the residual independently.
+    store = {str(i): v.numpy() for i, v in enumerate((model.prior_mean, model.prior_basis, model.prior_scale))}
+    older = sora_vaegan.build(config)
+    older.load_own_variables(store)
+    np.testing.assert_array_equal(older.prior_scale.numpy(), model.prior_scale.numpy())
+    np.testing.assert_array_equal(older.prior_time.numpy(), np.tile(np.eye(t), (7, 1, 1)))
+
+
 def test_content_latent_sees_where_but_not_which_way():
     """The content part of the latent sees the middle frame and how much each pixel changes,
     not the direction of the change: a clip mirrored in time about its middle frame (every

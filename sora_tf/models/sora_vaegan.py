@@ -121,7 +121,10 @@ class Config:
     # (a GAN step costs ~2.2 VAE steps; on a fresh clone, 3 of 5 took 15m47s and 24.26 dB, 2 of 5 17m16s and 24.21)
     snapshot_epoch: int = 0  # > 0: also save epoch<k>.keras after k epochs (the warm-up hand-over)
     recon_loss: str = "l1"
-    kl_weight: float = 0.05  # on KL (nats) per pixel value
+    kl_weight: float = 0.01  # on KL (nats) per pixel value
+    # (the VAE alone, one default-data run each: at 0.05 held-out PSNR 24.85 dB, judge on
+    # reconstructions 0.670, Frechet distance of samples 8.52; at 0.01 25.74 dB, 0.789, 6.99;
+    # at 0.003 25.88 dB, 0.798, 6.99; samples named their class at 0.714 in all three)
     adv_weight: float = 0.002
     gen_class_weight: float = 0.002  # the discriminator's class loss on conditional samples, for the decoder
     feature_weight: float = 0.01
@@ -135,7 +138,11 @@ class Config:
     val_fraction: float = 0.2
     split: str = "auto"
     seed: int = 0
-    stride_range: float = 2.0
+    # 1: train on each clip at its own frame rate (a random start where the video is longer than
+    # the clip), not also slowed down up to 2x as sora_cls does: a generative model learns (and
+    # its prior is fitted to) the clips it is to draw. At 2.0, in one default run each, the judge
+    # named class-conditional samples at 0.546 / 0.561 (VAE-GAN / VAE alone), at 1.0 0.646 / 0.657.
+    stride_range: float = 1.0
     fps: float = 0.0
     patience: int = 10
     cache_mb: int = 2048
@@ -345,6 +352,9 @@ class SoraVaeGan(keras.Model):
         self.prior_basis = self.add_weight(shape=(rows, config.prior_components, size), initializer="zeros",
                                            trainable=False, name="prior_basis")
         self.prior_scale = self.add_weight(shape=(rows, size), initializer="ones", trainable=False, name="prior_scale")
+        t = config.num_frames
+        self.prior_time = self.add_weight(shape=(rows, t, t), trainable=False, name="prior_time",
+                                          initializer=lambda shape, dtype=None: ops.tile(ops.eye(t)[None], (rows, 1, 1)))
         names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
                                                    if config.gan else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -361,8 +371,12 @@ class SoraVaeGan(keras.Model):
 
     def load_own_variables(self, store):
         """A checkpoint saved before the fitted prior has none of its variables: it samples
-        from N(0, I), as it did when saved."""
-        if len(store.keys()):
+        from N(0, I), as it did when saved. One saved before `prior_time` draws the frame codes'
+        residual independently in time, as it did."""
+        if len(store.keys()) == 3:
+            for i, variable in enumerate((self.prior_mean, self.prior_basis, self.prior_scale)):
+                variable.assign(store[str(i)])
+        elif len(store.keys()):
             super().load_own_variables(store)
 
     # === Inference ===
@@ -396,21 +410,35 @@ class SoraVaeGan(keras.Model):
     def latent_from_noise(self, noise, labels=None):
         """Latents [B, D] from standard normal `noise` [B, *noise_shape] and int class
         ids `labels` (None, or an unconditional model: the one mean): mean of the class +
-        noise along the principal directions + residual noise per number."""
-        k = self.config.prior_components
+        noise along the principal directions + residual noise per number, the frame codes'
+        correlated in time as the class's are (`prior_time`)."""
+        c = self.config
+        k, cs, fs, t = c.prior_components, c.content_size, c.frames_size, c.num_frames
         noise = ops.convert_to_tensor(noise, "float32")
-        rows = (ops.zeros((ops.shape(noise)[0],), "int32") if labels is None or not self.config.conditional
-                else ops.cast(labels, "int32"))
+        batch = ops.shape(noise)[0]
+        rows = (ops.zeros((batch,), "int32") if labels is None or not c.conditional else ops.cast(labels, "int32"))
         basis = ops.take(self.prior_basis, rows, axis=0)  # [B, k, D]
+        frames = ops.einsum("bts,bsi->bti", ops.take(self.prior_time, rows, axis=0),
+                            ops.reshape(noise[:, k + cs:k + cs + fs], (batch, t, fs // t)))
+        residual = ops.concatenate([noise[:, k:k + cs], ops.reshape(frames, (batch, fs)), noise[:, k + cs + fs:]], axis=-1)
         return (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
-                + noise[:, k:] * ops.take(self.prior_scale, rows, axis=0))
+                + residual * ops.take(self.prior_scale, rows, axis=0))
 
     def fit_prior(self, z_mean, labels=None):
         """Fit the prior that `sample` draws from to the posterior means `z_mean` [N, D] of
         training clips (and their int `labels`): per class, a Gaussian with the class's mean, the
         first `prior_components` principal directions of its clips' spread around it, and the rest
-        of their variance per latent number. (A class with fewer than 2 clips takes the spread of
+        of their variance per latent number; that rest is drawn independently for each number,
+        except that in the frame codes it is correlated in time as the class's is (a T x T
+        correlation, shared by the cells). (A class with fewer than 2 clips takes the spread of
         all clips around their class means.)
+
+        Why in time: the rest of a frame code moves little from one frame to the next
+        (correlation 0.8-0.9 at one frame apart, 0.6-0.7 at seven, default run), and drawn independently
+        it flickers, which the judge reads as `zoom`: `static` samples were called `static` 0 times
+        in 80. With the correlation, class-conditional samples of the VAE alone were named their
+        class at 0.707 against 0.662, Frechet distance 8.94 against 9.59 (the VAE-GAN's: 0.661
+        against 0.637, 10.80 against 10.17; ad-hoc script, one default run, 560 samples).
 
         Per class, because the class is in how the spread goes: the frame codes of a clip whose
         object moves left vary together in a way that a right-moving one's do not, and directions
@@ -439,20 +467,31 @@ class SoraVaeGan(keras.Model):
         # The pooled fit (an SVD of every clip, ~8 s at the default size) only where a class needs it.
         pooled = self._gaussian(z - means[labels]) if (counts < 2).any() else None
         fits = [self._gaussian(z[labels == c] - means[c]) if counts[c] >= 2 else pooled for c in range(rows)]
-        basis, scale = (np.stack(part) for part in zip(*fits))
+        basis, scale, time = (np.stack(part) for part in zip(*fits))
         self.prior_mean.assign(means)
         self.prior_basis.assign(basis)
         self.prior_scale.assign(scale)
+        self.prior_time.assign(time)
 
     def _gaussian(self, spread):
-        """(basis [prior_components, D], residual scale [D]) of zero-mean rows `spread`."""
+        """(basis [prior_components, D], residual scale [D], Cholesky factor [T, T] of the frame
+        codes' residual correlation in time) of zero-mean rows `spread`."""
+        c = self.config
         n, size = spread.shape
         _, s, vt = np.linalg.svd(spread, full_matrices=False)
-        k = min(self.config.prior_components, len(s))
-        basis = np.zeros((self.config.prior_components, size), np.float32)
+        k = min(c.prior_components, len(s))
+        basis = np.zeros((c.prior_components, size), np.float32)
         basis[:k] = vt[:k] * (s[:k, None] / np.sqrt(n - 1))
         rest = spread - (spread @ vt[:k].T) @ vt[:k]
-        return basis, np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1))
+        scale = np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1))
+        part = slice(c.content_size, c.content_size + c.frames_size)
+        frames = (rest[:, part] / np.maximum(scale[part], 1e-6)).reshape(n, c.num_frames, -1)
+        cov = np.einsum("nti,nsi->ts", frames, frames)
+        time = np.eye(c.num_frames)
+        if np.all(np.diag(cov) > 1e-9):  # else no residual left to correlate
+            root = np.sqrt(np.diag(cov))
+            time = np.linalg.cholesky(cov / np.outer(root, root) + 1e-4 * time) / np.sqrt(1 + 1e-4)
+        return basis, scale, time
 
     def anomaly_score(self, frames, labels=None):
         """Per clip, [B] each: `reconstruction` (mean squared error per pixel value), `kl`
