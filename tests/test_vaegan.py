@@ -1,4 +1,5 @@
 """sora_vaegan: shapes, the losses it logs, mixed precision, a tiny run end to end and its uses."""
+import dataclasses
 import json
 import os
 import re
@@ -78,7 +79,6 @@ def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
 def test_fitted_prior_keeps_the_frame_codes_residual_correlated_in_time():
     """Frame codes that stay put from frame to frame beyond the principal directions are drawn
     so (independent draws would flicker); the content's residual stays independent."""
-    import dataclasses
     config = dataclasses.replace(sora_vaegan.Config.tiny(), prior_components=2)
     model = sora_vaegan.build(config)
     t, cs, fs = config.num_frames, config.content_size, config.frames_size
