@@ -123,8 +123,9 @@ class Config:
     recon_loss: str = "l1"
     kl_weight: float = 0.01  # on KL (nats) per pixel value
     # (the VAE alone, one default-data run each: at 0.05 held-out PSNR 24.85 dB, judge on
-    # reconstructions 0.670, Frechet distance of samples 8.52; at 0.01 25.74 dB, 0.789, 6.99;
-    # at 0.003 25.88 dB, 0.798, 6.99; samples named their class at 0.714 in all three)
+    # reconstructions 0.670, Frechet distance of samples 8.52 (prior refitted ad hoc); at 0.01
+    # 25.74 dB, 0.789, 6.57; at 0.003 25.88 dB, 0.798, 6.99; samples named their class at 0.714
+    # in all three; README for the commands)
     adv_weight: float = 0.002
     gen_class_weight: float = 0.002  # the discriminator's class loss on conditional samples, for the decoder
     feature_weight: float = 0.01
