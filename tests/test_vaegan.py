@@ -200,10 +200,15 @@ def test_tiny_run_trains_twin_and_judge_and_evaluates(vaegan_run, capsys):
     with open(os.path.join(vaegan_run, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["nan_in_history"] is False
+    with open(os.path.join(vaegan_run, "classes.json")) as f:
+        classes = json.load(f)
     for name in ("vaegan", "vae_only"):
         r, s = metrics[name]["reconstruction"], metrics[name]["samples"]
         assert np.isfinite([r["psnr"], r["ssim"], r["mse"], s["frechet_distance"], s["sharpness_vs_real"]]).all()
         assert 0 <= s["sample_accuracy"] <= 1 and 0 <= r["judge_accuracy"] <= 1
+        # per class: every class named, and the overall figure their mean (equal counts per class)
+        assert set(s["sample_accuracy_per_class"]) == set(classes)
+        assert np.isclose(np.mean(list(s["sample_accuracy_per_class"].values())), s["sample_accuracy"])
     assert isinstance(metrics["vaegan_fd_below_vae_only"], bool)
     for path in metrics["pictures"].values():
         assert os.path.getsize(path) > 0

@@ -94,7 +94,13 @@ def _judge(judge, clips_uint8):
             np.concatenate([np.asarray(o["probabilities"]) for o in out]))
 
 
-def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
+def per_class_accuracy(probs, labels, classes):
+    """{class name: share of its clips the judge names right} (classes with clips only)."""
+    hits = np.asarray(probs).argmax(1) == labels
+    return {name: float(hits[labels == i].mean()) for i, name in enumerate(classes) if (labels == i).any()}
+
+
+def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, classes):
     """Reconstruction, sample and judge figures of one generative model."""
     config = model.config
     conditional = config.conditional
@@ -113,6 +119,7 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
     # Does the judge still see the class in a reconstruction? Where the decoder drops the motion,
     # samples it draws from the prior cannot show a class either.
     result["reconstruction"]["judge_accuracy"] = float(np.mean(rec_probs.argmax(1) == labels))
+    result["reconstruction"]["judge_accuracy_per_class"] = per_class_accuracy(rec_probs, labels, classes)
     result["samples"] = {
         "num_samples": int(len(gen)),
         "frechet_distance": frechet_distance(real_embedding, emb),
@@ -121,6 +128,7 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed):
     }
     if conditional:
         result["samples"]["sample_accuracy"] = float(np.mean(probs.argmax(1) == sample_labels))
+        result["samples"]["sample_accuracy_per_class"] = per_class_accuracy(probs, sample_labels, classes)
     result["reconstruction"]["frechet_distance"] = frechet_distance(real_embedding, rec_emb)
     return result, rec, gen, sample_labels
 
@@ -210,14 +218,16 @@ def evaluate_generative(run_dir, data=None, strict=False, seed=0):
     real_sharp = sharpness(clips / 255.0)
     metrics = {"split": "validation" if data is None else os.path.abspath(data), "num_clips": int(len(clips)),
                "judge": {"run": os.path.abspath(judge_path),
-                         "accuracy_on_real": float(np.mean(real_probs.argmax(1) == labels))}}
+                         "accuracy_on_real": float(np.mean(real_probs.argmax(1) == labels)),
+                         "accuracy_on_real_per_class": per_class_accuracy(real_probs, labels, classes)}}
     metrics["judge"]["frechet_distance_real_halves"] = real_halves_distance(real_embedding)
     metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
-        model, clips, labels, judge, real_embedding, real_sharp, seed)
+        model, clips, labels, judge, real_embedding, real_sharp, seed, classes)
     twin = os.path.join(run_dir, "vae_only")
     if config.gan and config.compare_vae and os.path.isfile(os.path.join(twin, "best.keras")):
         # (without compare_vae the twin is only the GAN's warm-up, not a comparison)
-        metrics["vae_only"] = _measure(load_run(twin)[0], clips, labels, judge, real_embedding, real_sharp, seed)[0]
+        metrics["vae_only"] = _measure(load_run(twin)[0], clips, labels, judge, real_embedding, real_sharp, seed,
+                                       classes)[0]
         metrics["vaegan_fd_below_vae_only"] = (metrics["vaegan"]["samples"]["frechet_distance"]
                                                < metrics["vae_only"]["samples"]["frechet_distance"])
     metrics["pictures"] = _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes)
