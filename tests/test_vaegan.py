@@ -209,6 +209,9 @@ def test_tiny_run_trains_twin_and_judge_and_evaluates(vaegan_run, capsys):
         # per class: every class named, and the overall figure their mean (equal counts per class)
         assert set(s["sample_accuracy_per_class"]) == set(classes)
         assert np.isclose(np.mean(list(s["sample_accuracy_per_class"].values())), s["sample_accuracy"])
+        confusion = np.array(s["judge_confusion"]["rows_true_cols_pred"])
+        assert (confusion.sum(1) == s["num_samples"] // len(classes)).all()
+        assert np.isclose(np.trace(confusion) / s["num_samples"], s["sample_accuracy"])
     assert isinstance(metrics["vaegan_fd_below_vae_only"], bool)
     for path in metrics["pictures"].values():
         assert os.path.getsize(path) > 0

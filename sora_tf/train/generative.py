@@ -24,6 +24,7 @@ from sora_tf.data.pipeline import per_video
 from sora_tf.data.synthetic import write_video
 from sora_tf.train.checkpoint import atomic_write, save_json
 from sora_tf.train.evaluate import load_clips, run_listing
+from sora_tf.train.metrics import classification_metrics
 from sora_tf.train.run import load_run
 
 log = logging.getLogger("sora_tf.train")
@@ -95,9 +96,11 @@ def _judge(judge, clips_uint8):
 
 
 def per_class_accuracy(probs, labels, classes):
-    """{class name: share of its clips the judge names right} (classes with clips only)."""
-    hits = np.asarray(probs).argmax(1) == labels
-    return {name: float(hits[labels == i].mean()) for i, name in enumerate(classes) if (labels == i).any()}
+    """({class name: share of its clips the judge names right}, for classes with clips; the
+    judge's confusion matrix), from `classification_metrics`."""
+    judged = classification_metrics(labels, probs, classes)
+    return ({c: m["recall"] for c, m in judged["per_class"].items() if m["support"]},
+            judged["confusion_matrix"])
 
 
 def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, classes):
@@ -119,7 +122,7 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, clas
     # Does the judge still see the class in a reconstruction? Where the decoder drops the motion,
     # samples it draws from the prior cannot show a class either.
     result["reconstruction"]["judge_accuracy"] = float(np.mean(rec_probs.argmax(1) == labels))
-    result["reconstruction"]["judge_accuracy_per_class"] = per_class_accuracy(rec_probs, labels, classes)
+    result["reconstruction"]["judge_accuracy_per_class"] = per_class_accuracy(rec_probs, labels, classes)[0]
     result["samples"] = {
         "num_samples": int(len(gen)),
         "frechet_distance": frechet_distance(real_embedding, emb),
@@ -128,7 +131,9 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, clas
     }
     if conditional:
         result["samples"]["sample_accuracy"] = float(np.mean(probs.argmax(1) == sample_labels))
-        result["samples"]["sample_accuracy_per_class"] = per_class_accuracy(probs, sample_labels, classes)
+        # which class the judge calls each class's samples: rows the intended class
+        (result["samples"]["sample_accuracy_per_class"],
+         result["samples"]["judge_confusion"]) = per_class_accuracy(probs, sample_labels, classes)
     result["reconstruction"]["frechet_distance"] = frechet_distance(real_embedding, rec_emb)
     return result, rec, gen, sample_labels
 
@@ -219,7 +224,7 @@ def evaluate_generative(run_dir, data=None, strict=False, seed=0):
     metrics = {"split": "validation" if data is None else os.path.abspath(data), "num_clips": int(len(clips)),
                "judge": {"run": os.path.abspath(judge_path),
                          "accuracy_on_real": float(np.mean(real_probs.argmax(1) == labels)),
-                         "accuracy_on_real_per_class": per_class_accuracy(real_probs, labels, classes)}}
+                         "accuracy_on_real_per_class": per_class_accuracy(real_probs, labels, classes)[0]}}
     metrics["judge"]["frechet_distance_real_halves"] = real_halves_distance(real_embedding)
     metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
         model, clips, labels, judge, real_embedding, real_sharp, seed, classes)
