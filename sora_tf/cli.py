@@ -131,7 +131,7 @@ def _run(args):
                 print(f"{video}: error: {result}", file=sys.stderr)
             else:
                 print(f"{video}: score {result['score']:.5f}  reconstruction {result['reconstruction']:.5f}"
-                      f"  kl {result['kl']:.4f}")
+                      f"  kl {result['kl']:.4f}  temporal {result['temporal']:.3f}")
         return 1 if failed else 0
     elif args.command == "predict":
         from sora_tf.export.runtime import load_predictor, predict_videos

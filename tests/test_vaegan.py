@@ -43,6 +43,10 @@ def test_shapes_and_conditional_sampling():
     mse, kl = terms["reconstruction"], terms["kl"]
     assert mse.shape == (4,) and kl.shape == (4,) and np.all(np.asarray(kl) >= 0)
     assert np.all(np.asarray(terms["score"]) >= np.asarray(mse))
+    # temporal: the error of the frames other than the middle one over the middle frame's
+    frame_mse = np.square(np.asarray(x, np.float32) / 255.0 - np.asarray(model.reconstruct(x))).mean(axis=(2, 3, 4))
+    mid = config.num_frames // 2
+    np.testing.assert_allclose(terms["temporal"], np.delete(frame_mse, mid, 1).mean(1) / frame_mse[:, mid], rtol=1e-4)
 
 
 def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
@@ -306,7 +310,8 @@ def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
     assert np.abs(gen[0].astype(int) - np.round(np.asarray(want[0]) * 255)).max() <= 1
     scores = loaded.signatures["anomaly_score"](frames=tf.constant(clips))
     want = generative._scores(model, clips)
-    np.testing.assert_allclose(scores["score"].numpy(), [w["score"] for w in want], rtol=1e-4)
+    for key in ("score", "temporal"):
+        np.testing.assert_allclose(scores[key].numpy(), [w[key] for w in want], rtol=1e-4)
     # Every TFLite file: builtins only, in LiteRT, and close to Keras (recorded in parity.json).
     for key, path in result["tflite"].items():
         assert not tflite.flex_ops(path)

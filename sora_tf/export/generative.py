@@ -8,7 +8,7 @@ SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized ins
   the run fitted to its training clips (`SoraVaeGan.fit_prior`), statelessly from the seed (the
   same seed gives the same clip).
 - `reconstruct`: `frames` -> `frames`, decoded from z_mean (class unknown: the mean class input).
-- `anomaly_score`: `frames` -> `score`, `reconstruction`, `kl` per clip (see `anomaly_scores`).
+- `anomaly_score`: `frames` -> `score`, `reconstruction`, `kl`, `temporal` per clip (see `anomaly_scores`).
 For a model trained without classes, `class_id` is accepted and ignored.
 
 TFLite (builtins only, batch 1, LSTMs unrolled; see `tflite.py` for why): `decoder_float32`

@@ -268,7 +268,7 @@ def summary_lines(metrics):
 # === Uses (generating clips: sora_tf.export.runtime.generate, beside predict) ===
 
 def anomaly_scores(run_dir, videos):
-    """[(video, {"score", "reconstruction", "kl"} or an error string)].
+    """[(video, {"score", "reconstruction", "kl", "temporal"} or an error string)].
 
     The score has the form of the model's training loss, the negative ELBO up to constants:
     mean squared reconstruction error per pixel value + kl_weight x KL per pixel value. Clips
@@ -331,7 +331,7 @@ def anomaly_auroc(run_dir, data):
         raise ValueError(f"{data}: need held-out clips of the run's classes {classes} and of other classes")
     result = {"data": os.path.abspath(data), "normal_classes": classes,
               "num_normal": int(is_normal.sum()), "num_anomalous": int((~is_normal).sum())}
-    for key in ("score", "reconstruction", "kl"):
+    for key in ("score", "reconstruction", "kl", "temporal"):
         values = np.array([s[key] for s in scores])
         result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
     energy = motion_energy(clips)
