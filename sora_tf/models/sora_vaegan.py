@@ -169,12 +169,12 @@ class Config:
             raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
-        for key in ("num_frames", "image_size", "num_classes", "enc_features", "cell_units", "motion_dim",
+        if self.num_frames < 2:
+            raise ValueError(f"num_frames must be >= 2 (the encoder reads frame differences), got {self.num_frames}")
+        for key in ("image_size", "num_classes", "enc_features", "cell_units", "motion_dim",
                     "latent_channels", "frame_channels", "class_dim", "disc_features", "disc_units", "epochs", "batch_size", "samples_per_class"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.num_frames < 2:
-            raise ValueError(f"num_frames must be >= 2 (the encoder reads frame differences), got {self.num_frames}")
         if self.gan and self.gan_warmup >= self.epochs:
             raise ValueError(f"gan_warmup ({self.gan_warmup}) must be below epochs ({self.epochs})")
         for key in ("gan_warmup", "snapshot_epoch", "prior_components", "kl_weight", "adv_weight", "gen_class_weight", "feature_weight", "class_weight", "fps", "cache_mb"):

@@ -95,12 +95,12 @@ def _judge(judge, clips_uint8):
             np.concatenate([np.asarray(o["probabilities"]) for o in out]))
 
 
-def per_class_accuracy(probs, labels, classes):
-    """({class name: share of its clips the judge names right}, for classes with clips; the
-    judge's confusion matrix), from `classification_metrics`."""
-    judged = classification_metrics(labels, probs, classes)
-    return ({c: m["recall"] for c, m in judged["per_class"].items() if m["support"]},
-            judged["confusion_matrix"])
+def judged(probs, labels, classes):
+    """(accuracy, {class name: share of its clips the judge names right} for classes with clips,
+    the judge's confusion matrix), from `classification_metrics`."""
+    m = classification_metrics(labels, probs, classes)
+    return (m["accuracy"], {c: v["recall"] for c, v in m["per_class"].items() if v["support"]},
+            m["confusion_matrix"])
 
 
 def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, classes):
@@ -121,8 +121,8 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, clas
     rec_emb, rec_probs = _judge(judge, to_uint8(rec))
     # Does the judge still see the class in a reconstruction? Where the decoder drops the motion,
     # samples it draws from the prior cannot show a class either.
-    result["reconstruction"]["judge_accuracy"] = float(np.mean(rec_probs.argmax(1) == labels))
-    result["reconstruction"]["judge_accuracy_per_class"] = per_class_accuracy(rec_probs, labels, classes)[0]
+    (result["reconstruction"]["judge_accuracy"],
+     result["reconstruction"]["judge_accuracy_per_class"], _) = judged(rec_probs, labels, classes)
     result["samples"] = {
         "num_samples": int(len(gen)),
         "frechet_distance": frechet_distance(real_embedding, emb),
@@ -130,10 +130,9 @@ def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, clas
         "sharpness_vs_real": sharpness(gen) / real_sharp,
     }
     if conditional:
-        result["samples"]["sample_accuracy"] = float(np.mean(probs.argmax(1) == sample_labels))
-        # which class the judge calls each class's samples: rows the intended class
-        (result["samples"]["sample_accuracy_per_class"],
-         result["samples"]["judge_confusion"]) = per_class_accuracy(probs, sample_labels, classes)
+        # judge_confusion: which class the judge calls each class's samples, rows the intended class
+        (result["samples"]["sample_accuracy"], result["samples"]["sample_accuracy_per_class"],
+         result["samples"]["judge_confusion"]) = judged(probs, sample_labels, classes)
     result["reconstruction"]["frechet_distance"] = frechet_distance(real_embedding, rec_emb)
     return result, rec, gen, sample_labels
 
@@ -221,10 +220,10 @@ def evaluate_generative(run_dir, data=None, strict=False, seed=0):
     clips, labels = load_clips(listing, config)
     real_embedding, real_probs = _judge(judge, clips)
     real_sharp = sharpness(clips / 255.0)
+    accuracy, per_class, _ = judged(real_probs, labels, classes)
     metrics = {"split": "validation" if data is None else os.path.abspath(data), "num_clips": int(len(clips)),
-               "judge": {"run": os.path.abspath(judge_path),
-                         "accuracy_on_real": float(np.mean(real_probs.argmax(1) == labels)),
-                         "accuracy_on_real_per_class": per_class_accuracy(real_probs, labels, classes)[0]}}
+               "judge": {"run": os.path.abspath(judge_path), "accuracy_on_real": accuracy,
+                         "accuracy_on_real_per_class": per_class}}
     metrics["judge"]["frechet_distance_real_halves"] = real_halves_distance(real_embedding)
     metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
         model, clips, labels, judge, real_embedding, real_sharp, seed, classes)
