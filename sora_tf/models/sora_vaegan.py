@@ -1,17 +1,21 @@
 """sora_vaegan: a video VAE trained against a discriminator (VAE-GAN), class-conditional.
 
 - `encoder`: frames [B, T, S, S, 3] in [0, 255] -> `z_mean`, `z_log_var` [B, D], one flat latent
-  per clip in three parts:
+  per clip in three parts, four with `max_shift`:
   - content, `latent_channels` numbers per cell of a g x g grid (g = S / 2^len(content_widths),
     32 at 64 px): stride-2 convs on the middle frame and on where the clip moves (the mean
     absolute frame difference);
   - frame codes, `frame_channels` numbers per cell of a coarser grid (S / 2^len(frame_widths),
-    16 at 64 px) for every frame: where things are at each time;
+    16 at 64 px) for every frame (with `max_shift`, coded with the camera's shift undone): where
+    things are at each time;
   - motion, `motion_dim` numbers: the `sora_cls` frame CNN (frame and frame difference, the
-    same stages and Dense, batched over time; it can initialise a `sora_cls`) and an LSTM.
-  D = g * g * latent_channels + T * f * f * frame_channels + motion_dim: 8,200 at the defaults,
-  for 98,304 pixel values.
+    same stages and Dense, batched over time; it can initialise a `sora_cls`) and an LSTM;
+  - with `max_shift` > 0, camera shifts, (x, y) per frame against the middle frame
+    (`CameraShifts`: block matching within +-`max_shift` px, measured rather than learned).
+  D = g * g * latent_channels + T * f * f * frame_channels + motion_dim (+ 2T): 8,200 at the
+  defaults (8,216 with shifts), for 98,304 pixel values.
 - `decoder`: latent [+ one-hot class] -> frames [B, T, S, S, 3] in [0, 1]; see `build_decoder`.
+  With `max_shift`, it draws each frame still and then moves it by its camera shift (`ShiftFrames`).
 - `discriminator`: the `sora_cls` network again (frame CNN without BatchNorm, which would mix
   real and generated batch statistics, then an LSTM) with a real/fake logit, an auxiliary
   class output and its features for feature matching.
@@ -29,6 +33,24 @@ of the 2,240 training clips (ad-hoc script, 2026-11-22), judge on 560 held-out c
 - that design: 24.5 dB held-out PSNR, judge 0.143 on reconstructions and on samples;
 - frame codes 4 x 8 x 8 per frame: 24.50 dB, 0.534, samples 0.589;
 - frame codes 2 x 16 x 16 per frame (the default): 25.34 dB, 0.750, samples 0.696.
+Why camera shifts: the default clips shake (a random walk held within +-2 px at 96 px, as a
+hand-held camera does), and a shift of a textured scene by a fraction of a 4-pixel cell changes
+every frame code. The decoder drew that as the whole texture changing, which the judge calls
+`zoom`: on 280 new default clips (40 per class), reconstructions of `static` clips were named
+`static` at 0.57 / 0.62 (VAE-GAN / VAE alone) with the shake and 1.0 / 1.0 without it, and no
+`static` sample was ever named `static`. With the shift measured, undone for the frame codes and
+redone by the decoder (`max_shift` 4): `static` reconstructions 0.85-0.94, `static` samples
+0.28-0.50. But the judge had been calling the same flicker `zoom` in `zoom` clips too: their
+reconstructions fell from 0.76-0.78 to 0.47-0.55 (called `static`), and the moving classes lost a
+little, so the judge's figures came out lower. Probes, the VAE alone, 700 steps, one judge
+(2026-11-22): shifts undone for every part of the encoder: held-out PSNR 26.16 dB, samples
+named right 0.686, Frechet distance 5.37; whole-pixel shifts only (no blur from resampling):
+26.10 dB, 0.646, 6.18; undone for the frame codes only (the content's "where it moves" and the
+motion LSTM read the clip as filmed, as built): 26.18 dB, 0.714, 5.08. Without shifts, four
+default runs' VAE alone read 25.75-25.83 dB. A default run with shifts (the VAE-GAN / the VAE
+alone): 25.98 / 26.13 dB, samples 0.661 / 0.696, Frechet distance 8.07 / 7.52, against 0.707-0.714
+and 4.93-7.35 without; so they are off by default.
+
 Tried before and dropped, all aimed at teaching a decoder to move a drawn object: warping one
 drawn layer with a learned flow (stayed under ~1 px in 12 epochs); one object layer moved by a
 similarity transform from the motion LSTM (faint even when supervised by the true motion);
@@ -77,6 +99,7 @@ from sora_tf.models.blocks import frame_cnn, pixel_normalization, upsampling_cnn
 from sora_tf.models.sora_cls import FrameDiff, FrameTimeDistributed
 
 TASK = "generate"
+SHIFT_SD = 0.05  # px: the camera shift's posterior spread (it is measured; see CameraShifts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +129,14 @@ class Config:
     # Frames: stride-2 stages on every frame, to frame_channels per cell of a coarse grid (16 x 16 at 64 px)
     frame_widths: tuple = (16, 32)
     frame_channels: int = 2
+    # Camera shift (off by default): each frame's whole-frame shift against the middle frame, found
+    # by block matching within +-max_shift px (at the model's size), is 2 more latent numbers per
+    # frame; the encoder codes the frames with it undone and the decoder draws them and moves them
+    # by it. In a default run with 4: held-out PSNR 25.98 / 26.13 dB (VAE-GAN / VAE alone) and
+    # `static` reconstructions named right 0.93 / 0.90, but samples named their class at 0.661 /
+    # 0.696 and a Frechet distance of 8.07 / 7.52 (the judge-based bars are further off; module
+    # docstring and README).
+    max_shift: int = 0
     # Discriminator
     disc_widths: tuple = (24, 48, 64, 96)
     disc_features: int = 128
@@ -189,6 +220,9 @@ class Config:
         if len(self.frame_widths) < len(self.content_widths) or min(self.frame_widths, default=0) < 1:
             raise ValueError(f"frame_widths {self.frame_widths} needs positive widths, at least as many stages "
                              f"as content_widths {self.content_widths}")
+        if self.max_shift < 0 or self.image_size <= 4 * (self.max_shift + 1):
+            raise ValueError(f"max_shift must be >= 0 and below image_size / 4 - 1, got {self.max_shift} "
+                             f"at image_size {self.image_size}")
         step = 2 ** len(self.frame_widths)
         if self.image_size % step:
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^len(frame_widths) = {step}")
@@ -212,15 +246,103 @@ class Config:
         return self.num_frames * self.frame_grid * self.frame_grid * self.frame_channels
 
     @property
+    def shift_size(self):
+        """The camera shift part: (x, y) per frame, or nothing with max_shift 0."""
+        return 2 * self.num_frames if self.max_shift else 0
+
+    @property
     def latent_shape(self):
-        """One flat vector per clip: the content grid's cells, the frame codes, the motion vector."""
-        return (self.content_size + self.frames_size + self.motion_dim,)
+        """One flat vector per clip: the content grid's cells, the frame codes, the motion vector,
+        the camera shifts."""
+        return (self.content_size + self.frames_size + self.motion_dim + self.shift_size,)
 
     @property
     def noise_shape(self):
         """The standard normal noise per clip that `SoraVaeGan.latent_from_noise` turns into a
         latent: one number per principal direction of the prior, then one per latent number."""
         return (self.prior_components + self.latent_shape[0],)
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class CameraShifts(layers.Layer):
+    """Frames [B, T, S, S, C] -> [B, T, 2]: each frame's whole-frame shift (x, y) in pixels against
+    the middle frame, by block matching: the mean squared difference of the blurred grey frames at
+    every whole-pixel shift within +-`radius`, its minimum refined to a fraction of a pixel by a
+    parabola through its neighbours. The middle frame's shift is 0. A frame that moved by (x, y)
+    holds at p + (x, y) what the middle frame holds at p.
+
+    Only the border that no shift reaches is left out of the comparison, so a moving object
+    counts by its area: where it covers most of the frame, its motion is read as the camera's
+    (then the frame codes carry the rest, as they do with no shift at all).
+    """
+
+    def __init__(self, radius=4, **kwargs):
+        super().__init__(**kwargs)
+        self.radius = radius
+
+    def call(self, frames):
+        t, h, w = frames.shape[1], frames.shape[2], frames.shape[3]
+        grey = ops.mean(ops.cast(frames, "float32"), axis=-1, keepdims=True)
+        grey = ops.average_pool(ops.reshape(grey, (-1, h, w, 1)), 3, strides=1, padding="same")
+        grey = ops.reshape(grey, (-1, t, h, w))
+        m, r = self.radius + 1, self.radius
+        middle = grey[:, t // 2:t // 2 + 1, m:h - m, m:w - m]
+        # cost[b, t, i, j]: frame t shifted by (j, i) against the middle frame, i, j in [-m, m]
+        cost = ops.stack([ops.stack([
+            ops.mean(ops.square(grey[:, :, m + i:h - m + i, m + j:w - m + j] - middle), axis=(2, 3))
+            for j in range(-m, m + 1)], axis=-1) for i in range(-m, m + 1)], axis=-2)
+        inner = cost[..., 1:-1, 1:-1]  # the whole-pixel minimum lies within +-radius
+        # Where the minimum is (shared between ties; argmin and one_hot are not TFLite builtins here)
+        pick = ops.cast(inner <= ops.min(inner, axis=(-2, -1), keepdims=True), "float32")
+        pick = pick / ops.sum(pick, axis=(-2, -1), keepdims=True)
+
+        def at(part):
+            return ops.sum(pick * part, axis=(-2, -1))
+        offsets = ops.arange(-r, r + 1, dtype="float32")
+        centre = at(inner)
+
+        def refined(whole, before, after):
+            curve = before - 2.0 * centre + after
+            return whole + ops.clip(0.5 * (before - after) / ops.maximum(curve, 1e-6), -0.5, 0.5)
+        x = refined(at(offsets[None, :]), at(cost[..., 1:-1, :-2]), at(cost[..., 1:-1, 2:]))
+        y = refined(at(offsets[:, None]), at(cost[..., :-2, 1:-1]), at(cost[..., 2:, 1:-1]))
+        return ops.stop_gradient(ops.stack([x, y], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], 2)
+
+    def get_config(self):
+        return {**super().get_config(), "radius": self.radius}
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class ShiftFrames(layers.Layer):
+    """(frames [B, T, S, S, C], shifts [B, T, 2]) -> each frame moved by its shift (x, y) in
+    pixels, held to +-(`radius` + 1): out(p) = frame(p - shift), bilinear, the border mirrored.
+    Written as a sum of whole-pixel moves weighted by a tent (pad, slice, multiply, add), which
+    TFLite runs as builtins."""
+
+    def __init__(self, radius=4, **kwargs):
+        super().__init__(**kwargs)
+        self.radius = radius
+
+    def call(self, frames, shifts):
+        t, h, w, ch = frames.shape[1:]
+        p = self.radius + 1
+        x = ops.reshape(frames, (-1, h, w, ch))
+        s = ops.clip(ops.reshape(ops.cast(shifts, "float32"), (-1, 2)), -float(p), float(p))
+        k = ops.arange(-p, p + 1, dtype="float32")
+        wx, wy = (ops.cast(ops.relu(1.0 - ops.abs(s[:, i:i + 1] - k[None])), x.dtype) for i in (0, 1))
+        x = ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="symmetric")
+        x = sum(wx[:, i, None, None, None] * x[:, :, p - d:p - d + w] for i, d in enumerate(range(-p, p + 1)))
+        x = sum(wy[:, i, None, None, None] * x[:, p - d:p - d + h] for i, d in enumerate(range(-p, p + 1)))
+        return ops.reshape(x, (-1, t, h, w, ch))
+
+    def compute_output_shape(self, frames_shape, shifts_shape=None):
+        return frames_shape
+
+    def get_config(self):
+        return {**super().get_config(), "radius": self.radius}
 
 
 def build_encoder(config):
@@ -240,6 +362,12 @@ def build_encoder(config):
     # === Functional Model ===
     frames = keras.Input((t, s, s, 3), name="frames")
     x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
+    # Frame codes of the frames with the camera's shift undone: a still scene shaken by the camera
+    # codes as still frames. Content and motion read the frames as filmed (see build_decoder).
+    still = x
+    if config.max_shift:
+        shifts = CameraShifts(config.max_shift, name="camera_shifts", dtype="float32")(x)
+        still = ShiftFrames(config.max_shift, name="stabilize", dtype="float32")(x, -shifts)
     x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
     # Content: the middle frame and where the clip moves (mean absolute frame difference), not
     # which way: the decoder is to take the way from the motion vector and the class. Without the
@@ -252,14 +380,19 @@ def build_encoder(config):
     m_mean = layers.Dense(config.motion_dim, name="motion_mean", dtype="float32")(m)
     m_log_var = layers.Dense(config.motion_dim, name="motion_log_var", dtype="float32")(m)
     # Frames: a coarse code of every frame, which says where things are at each time.
-    f = FrameTimeDistributed(per_frame, name="frame_codes")(x[..., :3])  # [B, T, f, f, 2 * channels]
+    f = FrameTimeDistributed(per_frame, name="frame_codes")(still)  # [B, T, f, f, 2 * channels]
     f_mean, f_log_var = f[..., :config.frame_channels], f[..., config.frame_channels:]
 
-    def flat(content_part, frames_part, motion_part):
-        return ops.concatenate([ops.reshape(content_part, (-1, config.content_size)),
-                                ops.reshape(frames_part, (-1, config.frames_size)), motion_part], axis=-1)
-    return keras.Model(frames, {"z_mean": flat(c_mean, f_mean, m_mean),
-                                "z_log_var": flat(c_log_var, f_log_var, m_log_var)}, name="encoder")
+    def flat(content_part, frames_part, motion_part, shift_part):
+        parts = [ops.reshape(content_part, (-1, config.content_size)),
+                 ops.reshape(frames_part, (-1, config.frames_size)), motion_part]
+        return ops.concatenate(parts + ([ops.reshape(shift_part, (-1, config.shift_size))] if config.max_shift else []),
+                               axis=-1)
+    # The shifts are measured, not learned: a fixed posterior spread of SHIFT_SD px.
+    s_mean = shifts if config.max_shift else None
+    s_log_var = ops.full_like(shifts, 2.0 * np.log(SHIFT_SD)) if config.max_shift else None
+    return keras.Model(frames, {"z_mean": flat(c_mean, f_mean, m_mean, s_mean),
+                                "z_log_var": flat(c_log_var, f_log_var, m_log_var, s_log_var)}, name="encoder")
 
 
 def build_decoder(config):
@@ -269,7 +402,9 @@ def build_decoder(config):
     to the content grid, joins them, and an LSTM unrolled T steps from the motion vector (+ class)
     adds its state to every cell of its frame; one upsampling CNN draws each frame from that.
     The content holds the detail of the still scene, the frame codes where things are at each
-    time: a moving object is drawn where its frame puts it, with no need to move anything.
+    time: a moving object is drawn where its frame puts it, with no need to move anything. Each
+    frame is drawn as if the camera stood still and then moved by the latent's camera shift for
+    that frame (with max_shift 0, there is none).
     """
     t, u, g, fg = config.num_frames, config.cell_units, config.grid, config.frame_grid
     # === Layers ===
@@ -283,10 +418,10 @@ def build_decoder(config):
     # === Functional Model ===
     z = keras.Input(config.latent_shape, name="z")
     inputs = {"z": z}
-    cs, fs = config.content_size, config.frames_size
+    cs, fs, md = config.content_size, config.frames_size, config.motion_dim
     x = ops.reshape(z[:, :cs], (-1, g, g, config.latent_channels))
     f = ops.reshape(z[:, cs:cs + fs], (-1, t, fg, fg, config.frame_channels))
-    v = z[:, cs + fs:]
+    v = z[:, cs + fs:cs + fs + md]
     if config.conditional:
         label = keras.Input((config.num_classes,), name="class")  # one-hot (or class weights)
         inputs["class"] = label
@@ -299,7 +434,10 @@ def build_decoder(config):
     h = from_state(lstm(ops.repeat(motion_in(v)[:, None, :], t, axis=1)))  # [B, T, width]
     y = FrameTimeDistributed(join, name="join")(ops.concatenate([ops.repeat(x[:, None], t, axis=1), f], axis=-1))
     y = ops.relu(y + h[:, :, None, None, :])
-    return keras.Model(inputs, FrameTimeDistributed(draw, name="draw_frames")(y), name="decoder")
+    out = FrameTimeDistributed(draw, name="draw_frames")(y)
+    if config.max_shift:  # drawn still, then moved as the camera moved
+        out = ShiftFrames(config.max_shift, name="camera_shift", dtype="float32")(out, ops.reshape(z[:, cs + fs + md:], (-1, t, 2)))
+    return keras.Model(inputs, out, name="decoder")
 
 
 def build_discriminator(config):
@@ -339,7 +477,7 @@ class SoraVaeGan(keras.Model):
             if "frame_widths" not in config:
                 raise ValueError("this sora_vaegan was saved by an earlier design (its config has no frame_widths: "
                                  "before the per-frame codes); its weights do not fit the current model: train it again")
-            config = from_dict(Config, config)
+            config = from_dict(Config, {"max_shift": 0, **config})  # saved before camera shifts: none
         config.validate()
         super().__init__(**kwargs)
         # === Layers ===
@@ -358,6 +496,10 @@ class SoraVaeGan(keras.Model):
         t = config.num_frames
         self.prior_time = self.add_weight(shape=(rows, t, t), trainable=False, name="prior_time",
                                           initializer=lambda shape, dtype=None: ops.tile(ops.eye(t)[None], (rows, 1, 1)))
+        if config.shift_size:  # a Cholesky factor of the class's camera shifts' covariance
+            n = config.shift_size
+            self.prior_shift = self.add_weight(shape=(rows, n, n), trainable=False, name="prior_shift",
+                                               initializer=lambda shape, dtype=None: ops.tile(ops.eye(n)[None], (rows, 1, 1)))
         names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
                                                    if config.gan else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -414,16 +556,21 @@ class SoraVaeGan(keras.Model):
         """Latents [B, D] from standard normal `noise` [B, *noise_shape] and int class
         ids `labels` (None, or an unconditional model: the one mean): mean of the class +
         noise along the principal directions + residual noise per number, the frame codes'
-        correlated in time as the class's are (`prior_time`)."""
+        correlated in time as the class's are (`prior_time`), the camera shifts drawn with their
+        own covariance (`prior_shift`)."""
         c = self.config
-        k, cs, fs, t = c.prior_components, c.content_size, c.frames_size, c.num_frames
+        k, cs, fs, t, ss = c.prior_components, c.content_size, c.frames_size, c.num_frames, c.shift_size
         noise = ops.convert_to_tensor(noise, "float32")
         batch = ops.shape(noise)[0]
         rows = (ops.zeros((batch,), "int32") if labels is None or not c.conditional else ops.cast(labels, "int32"))
         basis = ops.take(self.prior_basis, rows, axis=0)  # [B, k, D]
         frames = ops.einsum("bts,bsi->bti", ops.take(self.prior_time, rows, axis=0),
                             ops.reshape(noise[:, k + cs:k + cs + fs], (batch, t, fs // t)))
-        residual = ops.concatenate([noise[:, k:k + cs], ops.reshape(frames, (batch, fs)), noise[:, k + cs + fs:]], axis=-1)
+        end = k + c.latent_shape[0] - ss
+        parts = [noise[:, k:k + cs], ops.reshape(frames, (batch, fs)), noise[:, k + cs + fs:end]]
+        if ss:  # the camera shifts, drawn with the class's covariance (their scale is 1)
+            parts.append(ops.einsum("bij,bj->bi", ops.take(self.prior_shift, rows, axis=0), noise[:, end:]))
+        residual = ops.concatenate(parts, axis=-1)
         return (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
                 + residual * ops.take(self.prior_scale, rows, axis=0))
 
@@ -433,8 +580,10 @@ class SoraVaeGan(keras.Model):
         first `prior_components` principal directions of its clips' spread around it, and the rest
         of their variance per latent number; that rest is drawn independently for each number,
         except that in the frame codes it is correlated in time as the class's is (a T x T
-        correlation, shared by the cells). (A class with fewer than 2 clips takes the spread of
-        all clips around their class means.)
+        correlation, shared by the cells). The camera shifts are left out of the principal
+        directions and drawn with the class's full covariance of them (2T numbers), so that a
+        drawn camera shakes as a filmed one does. (A class with fewer than 2 clips takes the
+        spread of all clips around their class means.)
 
         Why in time: the rest of a frame code moves little from one frame to the next
         (correlation 0.8-0.9 at one frame apart, 0.6-0.7 at seven, default run), and drawn independently
@@ -471,23 +620,31 @@ class SoraVaeGan(keras.Model):
         # The pooled fit (an SVD of every clip, ~8 s at the default size) only where a class needs it.
         pooled = self._gaussian(z - means[labels]) if (counts < 2).any() else None
         fits = [self._gaussian(z[labels == c] - means[c]) if counts[c] >= 2 else pooled for c in range(rows)]
-        basis, scale, time = (np.stack(part) for part in zip(*fits))
+        basis, scale, time, shift = (np.stack(part) for part in zip(*fits))
         self.prior_mean.assign(means)
         self.prior_basis.assign(basis)
         self.prior_scale.assign(scale)
         self.prior_time.assign(time)
+        if self.config.shift_size:
+            self.prior_shift.assign(shift)
 
     def _gaussian(self, spread):
         """(basis [prior_components, D], residual scale [D], Cholesky factor [T, T] of the frame
-        codes' residual correlation in time) of zero-mean rows `spread`."""
+        codes' residual correlation in time, Cholesky factor of the camera shifts' covariance) of
+        zero-mean rows `spread`. The shifts are fitted apart from the rest (the camera's shake has
+        nothing to do with the scene) and in full: 2T numbers, correlated in time as a shaking
+        camera's are."""
         c = self.config
         n, size = spread.shape
+        ss = c.shift_size
+        shifts, spread = spread[:, size - ss:], spread[:, :size - ss]
+        shift = np.linalg.cholesky(shifts.T @ shifts / (n - 1) + 1e-4 * np.eye(ss)) if ss else np.zeros((0, 0))
         _, s, vt = np.linalg.svd(spread, full_matrices=False)
         k = min(c.prior_components, len(s))
         basis = np.zeros((c.prior_components, size), np.float32)
-        basis[:k] = vt[:k] * (s[:k, None] / np.sqrt(n - 1))
+        basis[:k, :size - ss] = vt[:k] * (s[:k, None] / np.sqrt(n - 1))
         rest = spread - (spread @ vt[:k].T) @ vt[:k]
-        scale = np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1))
+        scale = np.concatenate([np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1)), np.ones(ss)])
         part = slice(c.content_size, c.content_size + c.frames_size)
         frames = (rest[:, part] / np.maximum(scale[part], 1e-6)).reshape(n, c.num_frames, -1)
         cov = np.einsum("nti,nsi->ts", frames, frames)
@@ -495,7 +652,7 @@ class SoraVaeGan(keras.Model):
         if np.all(np.diag(cov) > 1e-9):  # else no residual left to correlate
             root = np.sqrt(np.diag(cov))
             time = np.linalg.cholesky(cov / np.outer(root, root) + 1e-4 * time) / np.sqrt(1 + 1e-4)
-        return basis, scale, time
+        return basis, scale, time, shift
 
     def anomaly_score(self, frames, labels=None):
         """Per clip, [B] each: `reconstruction` (mean squared error per pixel value), `kl`
