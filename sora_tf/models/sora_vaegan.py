@@ -363,7 +363,8 @@ def build_encoder(config):
     frames = keras.Input((t, s, s, 3), name="frames")
     x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
     # Frame codes of the frames with the camera's shift undone: a still scene shaken by the camera
-    # codes as still frames. Content and motion read the frames as filmed (see build_decoder).
+    # codes as still frames. Content and motion read the frames as filmed (undone for them too,
+    # fewer samples were named their class: module docstring).
     still = x
     if config.max_shift:
         shifts = CameraShifts(config.max_shift, name="camera_shifts", dtype="float32")(x)
