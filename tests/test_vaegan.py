@@ -5,6 +5,7 @@ import os
 import re
 import zipfile
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -128,7 +129,6 @@ def test_content_latent_sees_where_but_not_which_way():
 
 def _textured(size, seed=0):
     """A smooth random RGB image [size, size, 3] in 0..255 (block matching needs texture)."""
-    import cv2
     low = np.random.default_rng(seed).uniform(0, 255, (size // 4, size // 4, 3)).astype("float32")
     return cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 255)
 
@@ -137,7 +137,6 @@ def test_camera_shifts_are_found_undone_and_redone():
     """Block matching finds a shaking camera's shifts to a fraction of a pixel; undoing them
     leaves frames that stay put, which code as still frame codes; the decoder's shift moves a
     frame as the camera did."""
-    import cv2
     size, t = 48, 5
     image = _textured(size + 16)
     truth = np.array([[0, 0], [1.0, -2.0], [0.4, 0.7], [-1.5, 0.0], [2.6, -1.3]], np.float32)

@@ -251,9 +251,20 @@ class Config:
         return 2 * self.num_frames if self.max_shift else 0
 
     @property
+    def parts(self):
+        """Where each part sits in the flat latent, in order: {name: slice}, as the encoder
+        concatenates them; the decoder and the prior read the layout from here. (The encoder's
+        concatenation is left as written: an extra op in its graph moves the names its saved
+        weights load by, and runs saved before would no longer load.)"""
+        sizes = {"content": self.content_size, "frames": self.frames_size, "motion": self.motion_dim,
+                 "shifts": self.shift_size}
+        ends = np.cumsum(list(sizes.values()))
+        return {name: slice(int(end - size), int(end)) for (name, size), end in zip(sizes.items(), ends) if size}
+
+    @property
     def latent_shape(self):
         """One flat vector per clip: the content grid's cells, the frame codes, the motion vector,
-        the camera shifts."""
+        the camera shifts (see `parts`)."""
         return (self.content_size + self.frames_size + self.motion_dim + self.shift_size,)
 
     @property
@@ -419,10 +430,10 @@ def build_decoder(config):
     # === Functional Model ===
     z = keras.Input(config.latent_shape, name="z")
     inputs = {"z": z}
-    cs, fs, md = config.content_size, config.frames_size, config.motion_dim
-    x = ops.reshape(z[:, :cs], (-1, g, g, config.latent_channels))
-    f = ops.reshape(z[:, cs:cs + fs], (-1, t, fg, fg, config.frame_channels))
-    v = z[:, cs + fs:cs + fs + md]
+    part = config.parts
+    x = ops.reshape(z[:, part["content"]], (-1, g, g, config.latent_channels))
+    f = ops.reshape(z[:, part["frames"]], (-1, t, fg, fg, config.frame_channels))
+    v = z[:, part["motion"]]
     if config.conditional:
         label = keras.Input((config.num_classes,), name="class")  # one-hot (or class weights)
         inputs["class"] = label
@@ -437,7 +448,8 @@ def build_decoder(config):
     y = ops.relu(y + h[:, :, None, None, :])
     out = FrameTimeDistributed(draw, name="draw_frames")(y)
     if config.max_shift:  # drawn still, then moved as the camera moved
-        out = ShiftFrames(config.max_shift, name="camera_shift", dtype="float32")(out, ops.reshape(z[:, cs + fs + md:], (-1, t, 2)))
+        out = ShiftFrames(config.max_shift, name="camera_shift", dtype="float32")(
+            out, ops.reshape(z[:, part["shifts"]], (-1, t, 2)))
     return keras.Model(inputs, out, name="decoder")
 
 
@@ -560,18 +572,17 @@ class SoraVaeGan(keras.Model):
         correlated in time as the class's are (`prior_time`), the camera shifts drawn with their
         own covariance (`prior_shift`)."""
         c = self.config
-        k, cs, fs, t, ss = c.prior_components, c.content_size, c.frames_size, c.num_frames, c.shift_size
+        k, t, fs = c.prior_components, c.num_frames, c.frames_size
         noise = ops.convert_to_tensor(noise, "float32")
         batch = ops.shape(noise)[0]
         rows = (ops.zeros((batch,), "int32") if labels is None or not c.conditional else ops.cast(labels, "int32"))
         basis = ops.take(self.prior_basis, rows, axis=0)  # [B, k, D]
-        frames = ops.einsum("bts,bsi->bti", ops.take(self.prior_time, rows, axis=0),
-                            ops.reshape(noise[:, k + cs:k + cs + fs], (batch, t, fs // t)))
-        end = k + c.latent_shape[0] - ss
-        parts = [noise[:, k:k + cs], ops.reshape(frames, (batch, fs)), noise[:, k + cs + fs:end]]
-        if ss:  # the camera shifts, drawn with the class's covariance (their scale is 1)
-            parts.append(ops.einsum("bij,bj->bi", ops.take(self.prior_shift, rows, axis=0), noise[:, end:]))
-        residual = ops.concatenate(parts, axis=-1)
+        residual = {name: noise[:, k + where.start:k + where.stop] for name, where in c.parts.items()}
+        residual["frames"] = ops.reshape(ops.einsum("bts,bsi->bti", ops.take(self.prior_time, rows, axis=0),
+                                                    ops.reshape(residual["frames"], (batch, t, fs // t))), (batch, fs))
+        if "shifts" in residual:  # drawn with the class's covariance (their scale is 1)
+            residual["shifts"] = ops.einsum("bij,bj->bi", ops.take(self.prior_shift, rows, axis=0), residual["shifts"])
+        residual = ops.concatenate(list(residual.values()), axis=-1)
         return (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
                 + residual * ops.take(self.prior_scale, rows, axis=0))
 
@@ -638,7 +649,7 @@ class SoraVaeGan(keras.Model):
         c = self.config
         n, size = spread.shape
         ss = c.shift_size
-        shifts, spread = spread[:, size - ss:], spread[:, :size - ss]
+        shifts, spread = spread[:, size - ss:], spread[:, :size - ss]  # the shifts are the last part
         shift = np.linalg.cholesky(shifts.T @ shifts / (n - 1) + 1e-4 * np.eye(ss)) if ss else np.zeros((0, 0))
         _, s, vt = np.linalg.svd(spread, full_matrices=False)
         k = min(c.prior_components, len(s))
@@ -646,7 +657,7 @@ class SoraVaeGan(keras.Model):
         basis[:k, :size - ss] = vt[:k] * (s[:k, None] / np.sqrt(n - 1))
         rest = spread - (spread @ vt[:k].T) @ vt[:k]
         scale = np.concatenate([np.sqrt(np.sum(np.square(rest), axis=0) / (n - 1)), np.ones(ss)])
-        part = slice(c.content_size, c.content_size + c.frames_size)
+        part = c.parts["frames"]
         frames = (rest[:, part] / np.maximum(scale[part], 1e-6)).reshape(n, c.num_frames, -1)
         cov = np.einsum("nti,nsi->ts", frames, frames)
         time = np.eye(c.num_frames)
