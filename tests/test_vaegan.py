@@ -208,7 +208,8 @@ def test_vae_only_has_no_gan_terms_and_bad_configs():
     assert all(np.array_equal(a, b) for a, b in zip(d_before, vae.discriminator.get_weights()))
     for bad, match in ((dict(recon_loss="l3"), "recon_loss"), (dict(dec_widths=(8, 8)), "dec_widths"),
                        (dict(image_size=30), "divisible"), (dict(frame_widths=()), "frame_widths"), (dict(kl_weight=-1.0), "kl_weight"),
-                       (dict(num_frames=1), "num_frames")):
+                       (dict(num_frames=1), "num_frames"), (dict(max_shift=-1), "max_shift"),
+                       (dict(max_shift=7), "max_shift")):  # 32 px leaves no room to compare at +-7
         with pytest.raises(ValueError, match=match):
             sora_vaegan.Config(**{**config.__dict__, **bad}).validate()
     saved_before = {k: v for k, v in config.__dict__.items() if k != "frame_widths"}
