@@ -3,7 +3,10 @@
 A new model gets the whole harness by adding its name to MODELS.
 """
 import dataclasses
+import json
+import os
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -91,3 +94,41 @@ def test_unknown_model_and_bad_overrides():
         override(config, ["rnn_units"])
     assert override(config, ["cnn_widths=4,8,8", "aug_flip=false"]).cnn_widths == (4, 8, 8)
     assert dataclasses.replace(config).rnn_units == 32
+
+
+# Where a saved run's weights are stored: Keras names them by layer class and the order in which
+# it walks a model's layers, not by the layer names we give, so a change in the layers a model
+# builds moves them and runs saved before no longer load (or load into the wrong layers). Recorded
+# (tests/data/saved_weights.json) from the models the current default runs were saved with.
+SAVED_LAYOUT = os.path.join(os.path.dirname(__file__), "data", "saved_weights.json")
+LAYOUTS = {"sora_cls": (), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",)}
+
+
+def _saved_layout(key, tmp_path):
+    """[where in the weights file, shape, the variable saved there] for the tiny config of `key`."""
+    name = key.split()[0]
+    module = models.get(name)
+    model = module.build(override(module.Config.tiny(), LAYOUTS[key]))
+    for i, variable in enumerate(model.weights):  # each variable holds its own index, to find it by
+        variable.assign(np.full(variable.shape, i, variable.dtype))
+    path = str(tmp_path / f"{name}.weights.h5")
+    model.save_weights(path)
+    found = []
+    with h5py.File(path) as f:
+        f.visititems(lambda n, o: found.append([n, list(o.shape), model.weights[int(np.ravel(o[()])[0])].path])
+                     if isinstance(o, h5py.Dataset) else None)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("key", sorted(LAYOUTS))
+def test_saved_weights_keep_their_names(key, tmp_path):
+    with open(SAVED_LAYOUT) as f:
+        recorded = json.load(f)[key]
+    found = _saved_layout(key, tmp_path)
+    moved = sorted({str(n) for n in recorded} ^ {str(n) for n in found})
+    assert found == recorded, (
+        f"{key}: the weights of a saved run are no longer where this model looks for them, so runs "
+        f"saved before will not load (in the recorded list or the built model only: {moved[:12]}). Build "
+        f"the graph in the same order, or load old runs without what was added (as "
+        f"SoraVaeGan.load_own_variables does for a prior variable added last), then update "
+        f"{SAVED_LAYOUT}; if old runs are meant to break, say so in the README.")

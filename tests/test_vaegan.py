@@ -54,9 +54,10 @@ def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
     config = sora_vaegan.Config.tiny()
     model = sora_vaegan.build(config)
     size = config.latent_shape[0]
-    noise = np.random.default_rng(0).normal(size=(500, config.prior_components + size)).astype("float32")
-    # Unfitted: the latent is the residual noise, N(0, I).
-    np.testing.assert_allclose(np.asarray(model.latent_from_noise(noise, np.zeros(500))), noise[:, config.prior_components:])
+    noise = np.random.default_rng(0).normal(size=(500, *config.noise_shape)).astype("float32")
+    # Unfitted: the latent is the residual noise, N(0, I) (and the last number, where, moves nothing).
+    np.testing.assert_allclose(np.asarray(model.latent_from_noise(noise, np.zeros(500))),
+                               noise[:, config.prior_components:-1])
     # Posterior means of two classes, apart along one direction, each spread along its own
     # (class 0 along dimension 1 with dimension 3 following it, class 1 along dimension 2).
     rng = np.random.default_rng(1)
@@ -81,6 +82,73 @@ def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
     fresh = sora_vaegan.build(config)
     fresh.load_own_variables({})
     assert np.all(fresh.prior_scale.numpy() == 1.0)
+    # One from before prior_where (mean, basis, scale, time) draws every clip at the middle.
+    old = {str(i): v.numpy() for i, v in enumerate((model.prior_mean, model.prior_basis, model.prior_scale,
+                                                      model.prior_time))}
+    fresh.load_own_variables(old)
+    np.testing.assert_allclose(np.asarray(fresh.latent_from_noise(noise[:5], np.zeros(5))),
+                               np.asarray(model.latent_from_noise(noise[:5], np.zeros(5))), atol=1e-5)
+    np.testing.assert_array_equal(fresh.prior_where.numpy()[:, 0], 1.0)
+
+
+def test_roll_latent_moves_content_and_frame_codes_as_np_roll():
+    config = sora_vaegan.Config.tiny()
+    g, f, t, part = config.grid, config.frame_grid, config.num_frames, config.parts
+    z = np.random.default_rng(0).normal(size=(3, config.latent_shape[0])).astype("float32")
+    dy, dx = np.array([0, 1, -2]), np.array([3, -1, 9])
+    moved = np.asarray(sora_vaegan.roll_latent(config, z, dy, dx))
+    for i in range(3):
+        content = z[i, part["content"]].reshape(g, g, -1)
+        want = np.roll(content, (dy[i] * g // f, dx[i] * g // f), (0, 1))
+        np.testing.assert_array_equal(moved[i, part["content"]].reshape(g, g, -1), want)
+        frames = z[i, part["frames"]].reshape(t, f, f, -1)
+        np.testing.assert_array_equal(moved[i, part["frames"]].reshape(t, f, f, -1),
+                                      np.roll(frames, (dy[i], dx[i]), (1, 2)))
+        np.testing.assert_array_equal(moved[i, part["motion"]], z[i, part["motion"]])
+
+
+def test_motion_centres_find_where_a_clip_moves():
+    config = sora_vaegan.Config.tiny()  # 32 px, an 8 x 8 frame grid of 4-px cells
+    rng = np.random.default_rng(0)
+    clips = np.clip(rng.normal(100, 4, (2, config.num_frames, 32, 32, 3)), 0, 255).astype("uint8")
+    for i in range(config.num_frames):  # a bright square sliding right in rows 20-23 (cell row 5)
+        clips[0, i, 20:24, 4 + 2 * i:8 + 2 * i] = 250
+    centres = sora_vaegan.motion_centres(clips, config.frame_grid)
+    assert abs(centres[0, 0] - 5.0) < 0.3 and 1.0 < centres[0, 1] < 3.5
+    assert np.all(np.abs(centres[1] - 3.5) < 1.5)  # sensor noise only: nowhere in particular
+
+
+def test_fitted_prior_draws_what_happens_apart_from_where():
+    """Clips in which the same thing happens at one of four places: fitted where each happens
+    (centres), a draw has it whole at one of the four, as often as the clips do; fitted without,
+    the Gaussian draws it at all four at once, each with its own strength."""
+    config = sora_vaegan.Config.tiny()
+    model = sora_vaegan.build(config)
+    t, f, part = config.num_frames, config.frame_grid, config.parts
+    rng = np.random.default_rng(0)
+    places = np.array([(2, 2), (2, 5), (5, 2), (5, 5)])
+    where = rng.choice(4, 400, p=[0.4, 0.3, 0.2, 0.1])
+    pattern = rng.normal(size=(t, 3, 3, config.frame_channels))
+    z = 0.05 * rng.normal(size=(400, config.latent_shape[0]))
+    frames = z[:, part["frames"]].reshape(400, t, f, f, -1)
+    for i, (r, c) in enumerate(places[where]):
+        frames[i, :, r - 1:r + 2, c - 1:c + 2] += rng.normal() * pattern
+    z[:, part["frames"]] = frames.reshape(400, -1)
+    noise = rng.normal(size=(500, *config.noise_shape)).astype("float32")
+
+    def drawn_places(centres):
+        model.fit_prior(z.astype("float32"), np.zeros(400), centres)
+        drawn = np.asarray(model.latent_from_noise(noise, np.zeros(500)))[:, part["frames"]].reshape(500, t, f, f, -1)
+        energy = np.stack([np.square(drawn[:, :, r - 1:r + 2, c - 1:c + 2]).sum((1, 2, 3, 4)) for r, c in places], 1)
+        return energy.argmax(1), np.median(energy.max(1) / energy.sum(1))
+
+    at, share = drawn_places(places[where].astype("float32"))
+    assert share > 0.9  # at one place
+    np.testing.assert_allclose(np.bincount(at, minlength=4) / 500, [0.4, 0.3, 0.2, 0.1], atol=0.06)
+    assert drawn_places(None)[1] < 0.7  # at all four
+    np.testing.assert_allclose(model.prior_where.numpy()[0, 0], 1.0)  # unaligned: all at the middle
+    with pytest.raises(ValueError, match="one centre"):
+        model.fit_prior(z.astype("float32"), np.zeros(400), places[:2])
 
 
 def test_fitted_prior_keeps_the_frame_codes_residual_correlated_in_time():
@@ -377,7 +445,7 @@ def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
     np.testing.assert_array_equal(gen[0], gen[1])  # same seed, same class: same clip
     # ... drawn from the prior the run fitted (not N(0, I)), as in Keras.
     assert not np.all(model.prior_scale.numpy() == 1.0)
-    noise = tf.random.stateless_normal([config.prior_components + config.latent_shape[0]], [1, 2])[None]
+    noise = tf.random.stateless_normal(config.noise_shape, [1, 2])[None]
     want = model.decoder(model.decoder_inputs(model.latent_from_noise(noise, np.array([3])), np.array([3])))
     assert np.abs(gen[0].astype(int) - np.round(np.asarray(want[0]) * 255)).max() <= 1
     scores = loaded.signatures["anomaly_score"](frames=tf.constant(clips))

@@ -78,7 +78,8 @@ the decoder too little: the Frechet distance of its reconstructions stayed at th
 (63.74 against 63.72), where with the restart it fell to 18.84.
 
 Loss, per step (a custom `train_step` inside `fit`, one optimizer per side):
-  VAE:  recon (L1 or L2) + kl_weight * KL / pixels
+  VAE:  recon (L1 or L2, each pixel weighted by how much it changes over the clip: motion_weight)
+        + kl_weight * KL / pixels
         + adv_weight * non-saturating GAN loss + gen_class_weight * class loss on generated clips
         + feature_weight * feature matching (discriminator features of real vs reconstructed)
   D:    real/fake cross-entropy on real, reconstructed and prior-sampled clips
@@ -146,12 +147,21 @@ class Config:
     # class mean, this many principal directions of the within-class spread, and a per-number
     # residual); `sample` and `generate` draw from it. 0: principal directions off.
     prior_components: int = 128
+    # Fit that Gaussian to the clips moved so that where each moves most is mid-grid, and draw where
+    # a clip happens apart, from where the class's training clips do (see `fit_prior`).
+    prior_align: bool = True
     # Losses
     gan: bool = True  # False: the VAE alone
     gan_warmup: int = 3  # epochs of VAE alone (the vae_only twin's first ones) before the discriminator joins
     # (a GAN step costs ~2.2 VAE steps; on a fresh clone, 3 of 5 took 15m47s and 24.26 dB, 2 of 5 17m16s and 24.21)
     snapshot_epoch: int = 0  # > 0: also save epoch<k>.keras after k epochs (the warm-up hand-over)
     recon_loss: str = "l1"
+    # Each pixel's reconstruction error weighs 1 + motion_weight * min(|x_t - time mean| / 0.1, 1)
+    # (channel mean), over the weights' mean: the pixels that change over the clip (a moving
+    # object is ~4% of a default frame) count for what they show. 0: plain L1/L2. The VAE alone,
+    # one judge (README): at 10 held-out PSNR 26.03 dB, reconstructions named right 0.825, against
+    # 25.78 dB and 0.773 at 0.
+    motion_weight: float = 10.0
     kl_weight: float = 0.01  # on KL (nats) per pixel value
     # (the VAE alone, one default-data run each: at 0.05 held-out PSNR 24.85 dB, judge on
     # reconstructions 0.670, Frechet distance of samples 8.52 (prior refitted ad hoc); at 0.01
@@ -208,7 +218,7 @@ class Config:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.gan and self.gan_warmup >= self.epochs:
             raise ValueError(f"gan_warmup ({self.gan_warmup}) must be below epochs ({self.epochs})")
-        for key in ("gan_warmup", "snapshot_epoch", "prior_components", "kl_weight", "adv_weight", "gen_class_weight", "feature_weight", "class_weight", "fps", "cache_mb"):
+        for key in ("gan_warmup", "snapshot_epoch", "prior_components", "kl_weight", "motion_weight", "adv_weight", "gen_class_weight", "feature_weight", "class_weight", "fps", "cache_mb"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         if len(self.dec_widths) != len(self.content_widths):
@@ -270,8 +280,9 @@ class Config:
     @property
     def noise_shape(self):
         """The standard normal noise per clip that `SoraVaeGan.latent_from_noise` turns into a
-        latent: one number per principal direction of the prior, then one per latent number."""
-        return (self.prior_components + self.latent_shape[0],)
+        latent: one number per principal direction of the prior, one per latent number, and one
+        for where the clip happens."""
+        return (self.prior_components + self.latent_shape[0] + 1,)
 
 
 @keras.saving.register_keras_serializable("sora_tf")
@@ -354,6 +365,45 @@ class ShiftFrames(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "radius": self.radius}
+
+
+def motion_centres(frames, grid):
+    """Where each clip of `frames` [N, T, S, S, 3] moves most: [N, 2] (row, column) in cells of a
+    grid x grid over the frame, the centroid of each cell's mean absolute frame difference less
+    the clip's median cell, squared (a shaking camera and sensor noise move every cell a little,
+    an object a lot). The middle where nothing moves."""
+    x = np.asarray(frames, np.float32)
+    energy = np.abs(np.diff(x, axis=1)).mean(axis=(1, -1))  # [N, S, S]
+    n, s = energy.shape[:2]
+    k = s // grid
+    energy = energy[:, :grid * k, :grid * k].reshape(n, grid, k, grid, k).mean(axis=(2, 4))
+    energy = np.square(np.maximum(energy - np.median(energy, axis=(1, 2), keepdims=True), 0.0))
+    total = energy.sum(axis=(1, 2))
+    weight = energy / np.maximum(total, 1e-12)[:, None, None]
+    rows, cols = np.mgrid[0:grid, 0:grid]
+    centres = np.stack([(weight * rows).sum((1, 2)), (weight * cols).sum((1, 2))], 1)
+    centres[total <= 0] = (grid - 1) / 2
+    return centres
+
+
+def roll_latent(config, z, dy, dx):
+    """Latents `z` [B, D] with the content grid and the frame codes moved by (dy, dx) frame-grid
+    cells (int [B] each), wrapping round, as np.roll does; motion and camera shifts unchanged.
+    Written as products with one-hot matrices, so that it runs in graphs and exported signatures."""
+    g, f, t, part = config.grid, config.frame_grid, config.num_frames, config.parts
+    z = ops.convert_to_tensor(z, "float32")
+
+    def moves(side, step, d):  # [B, side, side]: row i takes row (i - d * step) mod side
+        return ops.one_hot((ops.arange(side)[None, :] - ops.cast(d, "int32")[:, None] * step) % side, side)
+    r = g // f
+    content = ops.reshape(z[:, part["content"]], (-1, g, g, config.latent_channels))
+    content = ops.einsum("byk,bkxc->byxc", moves(g, r, dy), content)
+    content = ops.einsum("bxk,bykc->byxc", moves(g, r, dx), content)
+    frames = ops.reshape(z[:, part["frames"]], (-1, t, f, f, config.frame_channels))
+    frames = ops.einsum("byk,btkxc->btyxc", moves(f, 1, dy), frames)
+    frames = ops.einsum("bxk,btykc->btyxc", moves(f, 1, dx), frames)
+    return ops.concatenate([ops.reshape(content, (-1, config.content_size)),
+                            ops.reshape(frames, (-1, config.frames_size)), z[:, part["frames"].stop:]], axis=-1)
 
 
 def build_encoder(config):
@@ -513,6 +563,11 @@ class SoraVaeGan(keras.Model):
             n = config.shift_size
             self.prior_shift = self.add_weight(shape=(rows, n, n), trainable=False, name="prior_shift",
                                                initializer=lambda shape, dtype=None: ops.tile(ops.eye(n)[None], (rows, 1, 1)))
+        # Where drawn clips happen: per class, the chance of each move (dy, dx) in frame-grid cells
+        # (index dy * f + dx, each mod f) from the grid's middle; unfitted, all at the middle.
+        cells = config.frame_grid ** 2
+        self.prior_where = self.add_weight(shape=(rows, cells), trainable=False, name="prior_where",
+                                           initializer=lambda shape, dtype=None: ops.tile(ops.one_hot(0, cells)[None], (rows, 1)))
         names = ["loss", "recon", "kl", "psnr"] + (["adv", "gen_class", "feature", "d_loss", "d_accuracy"]
                                                    if config.gan else [])
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -528,14 +583,18 @@ class SoraVaeGan(keras.Model):
         return cls(**config)
 
     def load_own_variables(self, store):
-        """A checkpoint saved before the fitted prior has none of its variables: it samples
-        from N(0, I), as it did when saved. One saved before `prior_time` draws the frame codes'
-        residual independently in time, as it did."""
-        if len(store.keys()) == 3:
-            for i, variable in enumerate((self.prior_mean, self.prior_basis, self.prior_scale)):
-                variable.assign(store[str(i)])
-        elif len(store.keys()):
-            super().load_own_variables(store)
+        """The prior's variables in the order they were added. A checkpoint saved before the
+        fitted prior has none of them: it samples from N(0, I), as it did when saved. One saved
+        before `prior_time` draws the frame codes' residual independently in time, one saved
+        before `prior_where` draws every clip where its class's clips happen on average, as they
+        did."""
+        own = [self.prior_mean, self.prior_basis, self.prior_scale, self.prior_time]
+        own += [self.prior_shift] if self.config.shift_size else []
+        own += [self.prior_where]
+        if len(store.keys()) > len(own):
+            super().load_own_variables(store)  # Keras's error: not this model's variables
+        for i in range(len(store.keys())):
+            own[i].assign(store[str(i)])
 
     # === Inference ===
     def decoder_inputs(self, z, labels=None):
@@ -583,10 +642,20 @@ class SoraVaeGan(keras.Model):
         if "shifts" in residual:  # drawn with the class's covariance (their scale is 1)
             residual["shifts"] = ops.einsum("bij,bj->bi", ops.take(self.prior_shift, rows, axis=0), residual["shifts"])
         residual = ops.concatenate(list(residual.values()), axis=-1)
-        return (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
-                + residual * ops.take(self.prior_scale, rows, axis=0))
+        z = (ops.take(self.prior_mean, rows, axis=0) + ops.einsum("bk,bkd->bd", noise[:, :k], basis)
+             + residual * ops.take(self.prior_scale, rows, axis=0))
+        # Where: the last number's normal CDF picks a move from the class's (inverse CDF).
+        chance = 0.5 * (1.0 + ops.erf(noise[:, -1] / np.sqrt(2.0)))
+        cdf = ops.cumsum(ops.take(self.prior_where, rows, axis=0), axis=-1)
+        cells = c.frame_grid ** 2
+        move = ops.minimum(ops.sum(ops.cast(cdf < chance[:, None], "int32"), axis=-1), cells - 1)
+        return roll_latent(c, z, move // c.frame_grid, move % c.frame_grid)
 
-    def fit_prior(self, z_mean, labels=None):
+    def motion_centres(self, frames):
+        """Where each clip of `frames` moves most, in frame-grid cells (see `motion_centres`)."""
+        return motion_centres(frames, self.config.frame_grid)
+
+    def fit_prior(self, z_mean, labels=None, centres=None):
         """Fit the prior that `sample` draws from to the posterior means `z_mean` [N, D] of
         training clips (and their int `labels`): per class, a Gaussian with the class's mean, the
         first `prior_components` principal directions of its clips' spread around it, and the rest
@@ -596,6 +665,16 @@ class SoraVaeGan(keras.Model):
         directions and drawn with the class's full covariance of them (2T numbers), so that a
         drawn camera shakes as a filmed one does. (A class with fewer than 2 clips takes the
         spread of all clips around their class means.)
+
+        With `centres` ([N, 2], where each clip moves most in frame-grid cells: `motion_centres`),
+        each clip's content and frame codes are first moved (`roll_latent`) so that its centre is
+        mid-grid, the Gaussian is fitted to those, and where a drawn clip happens is drawn apart
+        from where the class's training clips happen (`prior_where`). Why: an object turning at
+        one place is a few principal directions; turning anywhere, every place needs its own,
+        and a Gaussian over all of them draws faint turns everywhere at once. Ad-hoc, on two
+        VAE-alone runs of the default data (560 samples, one judge): Frechet distance 5.66 to
+        3.09 and 5.29 to 1.61, `rotate` samples named right 0 to 0.22 and 0 to 0.02, all samples
+        0.714 to 0.743 and 0.757 to 0.768 (the second run with `max_shift=4`).
 
         Why in time: the rest of a frame code moves little from one frame to the next
         (correlation 0.8-0.9 at one frame apart, 0.6-0.7 at seven, default run), and drawn independently
@@ -625,6 +704,17 @@ class SoraVaeGan(keras.Model):
             raise ValueError(f"fit_prior needs posterior means [N >= 2, {self.config.latent_shape[0]}], got {z.shape}")
         rows = self.prior_mean.shape[0]
         labels = np.zeros(n, int) if labels is None or rows == 1 else np.asarray(labels, int)
+        f = self.config.frame_grid
+        moves = np.zeros((n, 2), int)  # from the grid's middle to where each clip moves most
+        if centres is not None:
+            centres = np.asarray(centres, np.float32)
+            if centres.shape != (n, 2):
+                raise ValueError(f"fit_prior needs one centre (row, column) per clip, [{n}, 2], got {centres.shape}")
+            moves = np.floor(centres + 0.5).astype(int) - (f - 1) // 2  # nearest cell less the middle one
+            z = np.asarray(roll_latent(self.config, z, -moves[:, 0], -moves[:, 1]))
+        where = np.zeros((rows, f * f), np.float32)
+        np.add.at(where, (labels, (moves[:, 0] % f) * f + moves[:, 1] % f), 1.0)
+        where[where.sum(1) == 0] = where.sum(0)  # a class without clips: where all clips happen
         means = np.tile(z.mean(0), (rows, 1))
         for c in np.unique(labels):
             means[c] = z[labels == c].mean(0)
@@ -639,6 +729,7 @@ class SoraVaeGan(keras.Model):
         self.prior_time.assign(time)
         if self.config.shift_size:
             self.prior_shift.assign(shift)
+        self.prior_where.assign(where / where.sum(1, keepdims=True))
 
     def _gaussian(self, spread):
         """(basis [prior_components, D], residual scale [D], Cholesky factor [T, T] of the frame
@@ -724,9 +815,14 @@ class SoraVaeGan(keras.Model):
         it: `recon`, `kl` (per latent dim) and `psnr` (per frame, averaged)."""
         err = ops.abs(x - rec) if self.config.recon_loss == "l1" else ops.square(x - rec)
         recon = ops.mean(err)
+        loss = recon
+        if self.config.motion_weight:
+            change = ops.mean(ops.abs(x - ops.mean(x, axis=1, keepdims=True)), axis=-1, keepdims=True)
+            weight = 1.0 + self.config.motion_weight * ops.minimum(change / 0.1, 1.0)
+            loss = ops.sum(weight * err) / (ops.sum(weight) * float(x.shape[-1]))
         kl = ops.mean(kl_per_clip(q["z_mean"], q["z_log_var"]))
         frame_mse = ops.mean(ops.reshape(ops.square(x - rec), (-1, *x.shape[2:])), axis=(1, 2, 3))
-        return {"loss": recon + self.config.kl_weight * kl / float(np.prod(x.shape[1:])), "recon": recon,
+        return {"loss": loss + self.config.kl_weight * kl / float(np.prod(x.shape[1:])), "recon": recon,
                 "kl": kl / float(np.prod(self.config.latent_shape)),
                 "psnr": ops.mean(-10.0 * ops.log(ops.maximum(frame_mse, 1e-10)) / np.log(10.0))}
 

@@ -254,14 +254,15 @@ def _fit_prior(path, dataset):
 
 def _fit_prior_in_memory(model, dataset, limit=4096):
     """Fit `model`'s sampling prior to the posterior means of (up to `limit`) training clips."""
-    z, labels = [], []
+    z, labels, centres = [], [], []
     for frames, y in dataset:
         z.append(np.asarray(model.encoder(frames, training=False)["z_mean"]))
         labels.append(np.asarray(y))
+        centres.append(model.motion_centres(frames))
         if sum(map(len, z)) >= limit:
             break
     z = np.concatenate(z)
-    model.fit_prior(z, np.concatenate(labels))
+    model.fit_prior(z, np.concatenate(labels), np.concatenate(centres) if model.config.prior_align else None)
     log.info("sampling prior fitted to %d training clips", len(z))
 
 
