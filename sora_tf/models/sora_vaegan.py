@@ -594,8 +594,7 @@ class SoraVaeGan(keras.Model):
         """The prior's variables in the order they were added. A checkpoint saved before the
         fitted prior has none of them: it samples from N(0, I), as it did when saved. One saved
         before `prior_time` draws the frame codes' residual independently in time, one saved
-        before `prior_where` draws every clip where its class's clips happen on average, as they
-        did."""
+        before `prior_where` draws its latents unmoved (as fitted, not centred), as they did."""
         own = [self.prior_mean, self.prior_basis, self.prior_scale, self.prior_time]
         own += [self.prior_shift] if self.config.shift_size else []
         own += [self.prior_where]
