@@ -57,13 +57,15 @@ def test_shapes_and_conditional_sampling():
 
 
 def test_fitted_prior_draws_near_each_class_and_checkpoints_without_one_load():
-    config = sora_vaegan.Config.tiny()
+    # The Gaussian alone (without prior_motions, the frame codes' change is the Gaussian's too)
+    config = dataclasses.replace(sora_vaegan.Config.tiny(), prior_motions=0)
     model = sora_vaegan.build(config)
     size = config.latent_shape[0]
     noise = np.random.default_rng(0).normal(size=(500, *config.noise_shape)).astype("float32")
-    # Unfitted: the latent is the residual noise, N(0, I) (and the last number, where, moves nothing).
+    # Unfitted: the latent is the residual noise, N(0, I) (and the last numbers, where and whose
+    # change, move nothing).
     np.testing.assert_allclose(np.asarray(model.latent_from_noise(noise, np.zeros(500))),
-                               noise[:, config.prior_components:-1])
+                               noise[:, config.prior_components:config.prior_components + size])
     # Posterior means of two classes, apart along one direction, each spread along its own
     # (class 0 along dimension 1 with dimension 3 following it, class 1 along dimension 2).
     rng = np.random.default_rng(1)
@@ -127,8 +129,9 @@ def test_motion_centres_find_where_a_clip_moves():
 def test_fitted_prior_draws_what_happens_apart_from_where():
     """Clips in which the same thing happens at one of four places: fitted where each happens
     (centres), a draw has it whole at one of the four, as often as the clips do; fitted without,
-    the Gaussian draws it at all four at once, each with its own strength."""
-    config = sora_vaegan.Config.tiny()
+    the Gaussian draws it at all four at once, each with its own strength. (The Gaussian's own
+    draw of the change: with prior_motions a draw takes a clip's change where that clip had it.)"""
+    config = dataclasses.replace(sora_vaegan.Config.tiny(), prior_motions=0)
     model = sora_vaegan.build(config)
     t, f, part = config.num_frames, config.frame_grid, config.parts
     rng = np.random.default_rng(0)
@@ -244,6 +247,40 @@ def test_camera_shifts_are_found_undone_and_redone():
         if shift:
             np.testing.assert_allclose(z[-c.shift_size:].reshape(t, 2), found, atol=0.05)
     assert spread[4] < 0.5 * spread[0]
+
+
+def test_fitted_prior_takes_the_change_over_time_from_a_training_clip_of_the_class():
+    """A drawn clip's frame codes change over time exactly as one training clip of its class
+    did, where that clip did, about their own time mean, which the Gaussian draws. A class
+    without clips, or a run saved before the bank, draws the change from the Gaussian."""
+    config = dataclasses.replace(sora_vaegan.Config.tiny(), prior_motions=8)
+    model = sora_vaegan.build(config)
+    t, f, part = config.num_frames, config.frame_grid, config.parts
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    z = rng.normal(size=(60, config.latent_shape[0])).astype("float32")
+    centres = rng.uniform(0, f - 1, (60, 2)).astype("float32")
+    model.fit_prior(z, labels, centres)
+    assert list(model.prior_changes_count.numpy()[:3]) == [8, 8, 0]
+
+    def change(latents):  # [N, T, f, f, c] about the time mean
+        frames = latents[:, part["frames"]].reshape(len(latents), t, f, f, -1)
+        return frames - frames.mean(1, keepdims=True)
+    own = change(z)
+    noise = rng.normal(size=(40, *config.noise_shape)).astype("float32")
+    for c in (0, 1):
+        drawn = change(np.asarray(model.latent_from_noise(noise, np.full(40, c))))
+        # each equals one training clip's change, of its own class, at its own place
+        match = np.abs(drawn[:, None] - own[None]).max(axis=(2, 3, 4, 5)) < 1e-4  # [40, 60]
+        assert match.any(1).all() and np.all(labels[match.argmax(1)] == c)
+        assert len(np.unique(match.argmax(1))) > 4  # several clips, not one
+    gaussian = change(np.asarray(model.latent_from_noise(noise, np.full(40, 2))))
+    assert not (np.abs(gaussian[:, None] - own[None]).max(axis=(2, 3, 4, 5)) < 1e-4).any()
+    # Saved before the bank (its config has no prior_motions): none, and the noise it was drawn from.
+    older = sora_vaegan.SoraVaeGan({k: v for k, v in dataclasses.asdict(config).items() if k != "prior_motions"})
+    assert older.config.prior_motions == 0 and older.config.noise_shape[0] == config.noise_shape[0] - 1
+    with pytest.raises(ValueError, match="prior_motions"):
+        dataclasses.replace(config, prior_motions=-1).validate()
 
 
 def test_fitted_prior_draws_camera_shifts_with_their_covariance():
