@@ -693,13 +693,13 @@ class SoraVaeGan(keras.Model):
         t, part = c.num_frames, c.parts["frames"]
         count = ops.take(self.prior_changes_count, rows, axis=0)
         pick = ops.minimum(ops.cast(chance * count, "int32"), ops.maximum(ops.cast(count, "int32") - 1, 0))
-        bank = ops.reshape(self.prior_changes, (-1, c.frames_size))
-        change = ops.take(bank, rows * c.prior_motions + pick, axis=0)
+        index = rows * c.prior_motions + pick  # into the classes' banks laid end to end
+        change = ops.take(ops.reshape(self.prior_changes, (-1, c.frames_size)), index, axis=0)
         frames = ops.reshape(z[:, part], (-1, t, c.frames_size // t))
         still = ops.reshape(ops.repeat(ops.mean(frames, axis=1, keepdims=True), t, axis=1), (-1, c.frames_size))
         fitted = count > 0
         frames = ops.where(fitted[:, None], still + change, z[:, part])
-        where = ops.cast(ops.take(ops.reshape(self.prior_changes_where, (-1,)), rows * c.prior_motions + pick), "int32")
+        where = ops.cast(ops.take(ops.reshape(self.prior_changes_where, (-1,)), index), "int32")
         return (ops.concatenate([z[:, :part.start], frames, z[:, part.stop:]], axis=-1),
                 ops.where(fitted, where, move))
 
@@ -778,7 +778,8 @@ class SoraVaeGan(keras.Model):
             moves = np.floor(centres + 0.5).astype(int) - (f - 1) // 2  # nearest cell less the middle one
             z = np.asarray(roll_latent(self.config, z, -moves[:, 0], -moves[:, 1]))
         where = np.zeros((rows, f * f), np.float32)
-        np.add.at(where, (labels, (moves[:, 0] % f) * f + moves[:, 1] % f), 1.0)
+        cells = (moves[:, 0] % f) * f + moves[:, 1] % f  # each clip's place, as prior_where indexes it
+        np.add.at(where, (labels, cells), 1.0)
         where[where.sum(1) == 0] = where.sum(0)  # a class without clips: where all clips happen
         means = np.tile(z.mean(0), (rows, 1))
         for c in np.unique(labels):
@@ -796,7 +797,7 @@ class SoraVaeGan(keras.Model):
             self.prior_shift.assign(shift)
         self.prior_where.assign(where / where.sum(1, keepdims=True))
         if self.config.prior_motions:
-            self._fit_changes(z, labels, rows, (moves[:, 0] % f) * f + moves[:, 1] % f)
+            self._fit_changes(z, labels, rows, cells)
 
     def _fit_changes(self, z, labels, rows, cells):
         """`prior_changes`: per class, up to `prior_motions` of its clips (chosen at random, seeded)
