@@ -49,7 +49,7 @@ def serving_functions(model, config):
                                                  training=False))}
 
     def generate(class_id, seed):
-        noise = tf.map_fn(lambda sd: tf.random.stateless_normal(model.config.noise_shape, sd), seed,
+        noise = tf.map_fn(lambda sd: tf.random.stateless_normal(config.noise_shape, sd), seed,
                           fn_output_signature=tf.float32)
         return decode(model.latent_from_noise(noise, labels_or_none(class_id)), class_id)
 

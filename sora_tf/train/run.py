@@ -364,15 +364,17 @@ def train(model_name="sora_cls", data=None, out=None, epochs=None, sets=(), pres
 
 
 def load_run(run_dir):
-    """(model, config, classes, run info) of a finished run, from its best checkpoint."""
+    """(model, config, classes, run info) of a finished run, from its best checkpoint. The config
+    is the one the model was built with: for a run saved before a field existed, the value that
+    field had then (as the model's own loading fills it in), not today's default."""
     info = load_json(os.path.join(run_dir, "run.json"))
-    module = models.get(info["model"])
-    config = from_dict(module.Config, load_json(os.path.join(run_dir, "config.json")))
+    models.get(info["model"])  # imports the model's module, whose classes the checkpoint names
     classes = load_json(os.path.join(run_dir, "classes.json"))
     path = os.path.join(run_dir, "best.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir}: no best.keras (did training finish an epoch?)")
-    return load_checkpoint(path), config, classes, info
+    model = load_checkpoint(path)
+    return model, model.config, classes, info
 
 
 def run_summary(run_dir):
