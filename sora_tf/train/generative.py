@@ -103,14 +103,16 @@ def judged(probs, labels, classes):
             m["confusion_matrix"])
 
 
-def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, classes):
-    """Reconstruction, sample and judge figures of one generative model."""
+def _measure(model, clips, labels, judge, real_embedding, real_sharp, seed, classes, per_class):
+    """Reconstruction, sample and judge figures of one generative model, from `per_class`
+    samples of each class (the run's `samples_per_class`, for its twin too: a Frechet distance
+    from fewer samples reads higher)."""
     config = model.config
     conditional = config.conditional
     rec = _batched(lambda c, l: model.reconstruct(c, l if conditional else None), clips, labels)
     result = {"reconstruction": frame_quality(clips / 255.0, rec)}
     result["reconstruction"]["sharpness_vs_real"] = sharpness(rec) / real_sharp
-    sample_labels = np.repeat(np.arange(config.num_classes), config.samples_per_class)
+    sample_labels = np.repeat(np.arange(config.num_classes), per_class)
     seeds = keras.random.SeedGenerator(seed)  # advances every batch: no batch repeats another
     gen = _batched(lambda l: model.sample(l, seed=seeds), sample_labels)
     emb, probs = _judge(judge, to_uint8(gen))
@@ -226,12 +228,12 @@ def evaluate_generative(run_dir, data=None, strict=False, seed=0):
                          "accuracy_on_real_per_class": per_class}}
     metrics["judge"]["frechet_distance_real_halves"] = real_halves_distance(real_embedding)
     metrics["vaegan" if config.gan else "vae"], rec, gen, gen_labels = _measure(
-        model, clips, labels, judge, real_embedding, real_sharp, seed, classes)
+        model, clips, labels, judge, real_embedding, real_sharp, seed, classes, config.samples_per_class)
     twin = os.path.join(run_dir, "vae_only")
     if config.gan and config.compare_vae and os.path.isfile(os.path.join(twin, "best.keras")):
         # (without compare_vae the twin is only the GAN's warm-up, not a comparison)
         metrics["vae_only"] = _measure(load_run(twin)[0], clips, labels, judge, real_embedding, real_sharp, seed,
-                                       classes)[0]
+                                       classes, config.samples_per_class)[0]
         metrics["vaegan_fd_below_vae_only"] = (metrics["vaegan"]["samples"]["frechet_distance"]
                                                < metrics["vae_only"]["samples"]["frechet_distance"])
     metrics["pictures"] = _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes)
