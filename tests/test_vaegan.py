@@ -403,6 +403,24 @@ def test_tiny_run_trains_twin_and_judge_and_evaluates(vaegan_run, capsys):
     assert isinstance(metrics["vaegan_fd_below_vae_only"], bool)
     for path in metrics["pictures"].values():
         assert os.path.getsize(path) > 0
+
+
+@pytest.mark.slow
+def test_twin_is_measured_on_the_runs_sample_count(vaegan_run, monkeypatch):
+    # A Frechet distance from fewer samples reads higher: the twin (saved with 4 per class) must be
+    # measured on the run's count, here set to 2.
+    load_run = generative.load_run
+
+    def with_two(path):
+        model, config, classes, info = load_run(path)
+        if os.path.abspath(path) == os.path.abspath(vaegan_run):
+            config = dataclasses.replace(config, samples_per_class=2)
+        return model, config, classes, info
+    monkeypatch.setattr(generative, "load_run", with_two)
+    metrics = generative.evaluate_generative(vaegan_run)
+    with open(os.path.join(vaegan_run, "classes.json")) as f:
+        classes = len(json.load(f))
+    assert metrics["vaegan"]["samples"]["num_samples"] == metrics["vae_only"]["samples"]["num_samples"] == 2 * classes
     assert count_frames(metrics["pictures"]["interpolation_video"]) == 8 * 4  # steps x frames
 
 
