@@ -183,9 +183,9 @@ class Config:
     # The discriminator starts from nothing when it joins and has the GAN's epochs (280 steps) to
     # learn. At 2e-4 its class output named held-out real clips right at 0.22-0.29 in three runs
     # (chance 0.14), so the auxiliary class loss on samples told the decoder little; at 1e-3,
-    # 0.33-0.57 in three. From the same
-    # warm-ups, the Frechet distance of VAE-GAN samples less the VAE alone's (1,400 samples, 3
-    # seeds, README) went from -0.07 to -0.13 on one and from +0.04 to -0.03 on the other.
+    # 0.33-0.57 in three. From the same warm-ups, the Frechet distance of VAE-GAN samples less
+    # the VAE alone's (1,400 samples, 3 seeds, README) went from -0.07 to -0.13 on one and from
+    # +0.04 to -0.03 on the other.
     disc_learning_rate: float = 1e-3
     val_fraction: float = 0.2
     split: str = "auto"
