@@ -103,22 +103,22 @@ def _run(args):
         print(prepare(list_clips(args.data, strict=args.strict), args.out, args.size, args.shard_clips,
                       args.quality))
     elif args.command == "train":
+        from sora_tf.runs import run_summary
         from sora_tf.train.evaluate import describe, evaluate
-        from sora_tf.train.run import run_summary, train
+        from sora_tf.train.run import train
         run = train(args.model, args.data, args.out, args.epochs, args.sets, args.preset,
                     args.resume, args.strict)
-        metrics = evaluate(run, strict=args.strict)
-        print(describe(metrics))
+        print(describe(run, evaluate(run, strict=args.strict)))
         print(run_summary(run))
     elif args.command == "evaluate":
         from sora_tf.train.evaluate import describe, evaluate
-        print(describe(evaluate(args.run, args.data, args.strict)))
+        print(describe(args.run, evaluate(args.run, args.data, args.strict)))
     elif args.command == "generate":
         from sora_tf.export.runtime import generate
         for path in generate(args.model, args.out, args.class_name, args.n, args.seed, args.fps):
             print(path)
     elif args.command == "anomaly":
-        from sora_tf.train.generative import anomaly_auroc, anomaly_scores
+        from sora_tf.train.anomaly import anomaly_auroc, anomaly_scores
         if args.data:
             print(json.dumps(anomaly_auroc(args.model, args.data), indent=2))
             return 0
@@ -144,9 +144,10 @@ def _run(args):
                 print(f"{video}: " + ", ".join(f"{c} {p:.3f}" for c, p in result))
         return 1 if failed else 0
     elif args.command == "export":
-        from sora_tf.export.exporter import export_run, parity_table
+        from sora_tf.export import parity
+        from sora_tf.export.exporter import export_run
         result = export_run(args.run, args.out, args.calibration_clips, args.parity_clips)
-        print(parity_table(result["parity"]))
+        print(parity.table(result["parity"]))
         print(json.dumps({k: result[k] for k in ("saved_model", "tflite", "models_config")}, indent=2))
     elif args.command == "stream":
         from sora_tf.data.video import VideoError

@@ -2,6 +2,8 @@
 are measurements, not behaviour)."""
 import json
 
+import pytest
+
 from sora_tf import bench
 
 
@@ -11,9 +13,13 @@ def test_bench_input_and_augment_write_reports(tiny_data, tmp_path, monkeypatch)
     report = json.load(open("benchmarks.json"))
     rows = {r["label"]: r for r in report["Input pipeline (eval clips, 16 frames at 64x64)"]}
     assert set(rows) == {"a", "b", "c", "d", "d0"} and rows["a"]["clips"] == 6 and rows["d"]["passes"] == 3
-    assert rows["b"]["b/a"] > 0 and rows["c"]["c/d"] > 0
+    for x in "bc":  # each ratio is its path's clips/s over the baseline's, not the other way round
+        assert rows[x][f"{x}/a"] == pytest.approx(rows[x]["clips_per_s"] / rows["a"]["clips_per_s"])
+        assert rows[x][f"{x}/d"] == pytest.approx(rows[x]["clips_per_s"] / rows["d"]["clips_per_s"])
+        assert rows[x]["clips_per_s"] == pytest.approx(6 / rows[x]["seconds"])
     assert all(r["command"].startswith("python -m sora_tf.bench") for r in rows.values())
-    assert report["Augmentation"][0]["speedup"] > 0
+    [augment] = report["Augmentation"]
+    assert augment["speedup"] == pytest.approx(augment["baseline_ms"] / augment["ours_ms"])
     text = open("BENCHMARKS.md").read()
     assert "b/a" in text and "Keras image-layer chain" in text
 

@@ -1,4 +1,6 @@
-"""One harness every model in the zoo passes: build, a training step, save/reload equality.
+"""One harness every model in the zoo passes, through the model contract only: build, a
+training step, save and reload with equal outputs, SavedModel and float32 TFLite export whose
+outputs equal Keras's.
 
 A new model gets the whole harness by adding its name to MODELS.
 """
@@ -10,10 +12,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from sora_tf import models
+from sora_tf import export, models, train
 from sora_tf.config import override
-from sora_tf.train.run import compile_trainer, trainer_for
+from sora_tf.export import parity, tflite
 
 MODELS = ["sora_cls", "sora_vaegan"]
 
@@ -21,16 +24,6 @@ MODELS = ["sora_cls", "sora_vaegan"]
 def _clips(config, b=2):
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (b, config.num_frames, config.image_size, config.image_size, 3)).astype("uint8")
-
-
-def _train_step(module, model, config, x, y):
-    """One fit step the way `train` runs the model: an augmenting trainer, or its own train_step."""
-    if getattr(module, "TASK", "classify") == "generate":
-        model.compile()
-        return model.fit(x, y, epochs=1, verbose=0).history
-    trainer = trainer_for(model, config)
-    compile_trainer(trainer, config, steps_per_epoch=1)
-    return trainer.fit(x, y, epochs=1, verbose=0).history
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -43,7 +36,7 @@ def test_build_train_step_save_reload(name, tmp_path):
     assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
 
     before = [w.copy() for w in model.get_weights()]
-    history = _train_step(module, model, config, x, np.array([0, 1]))
+    history = train.task(name).trainer(model, config, 1).fit(x, np.array([0, 1]), epochs=1, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
@@ -53,6 +46,46 @@ def test_build_train_step_save_reload(name, tmp_path):
     for key, value in model(x).items():
         np.testing.assert_allclose(reloaded(x)[key], value, atol=1e-6)
     assert reloaded.config == model.config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_saved_model_and_float32_tflite_equal_keras(name, tmp_path):
+    module = models.get(name)
+    config = module.Config.tiny()
+    model = module.build(config)
+    classes = [f"class{i}" for i in range(config.num_classes)]
+    clips, labels = _clips(config, 3), np.arange(3) % config.num_classes
+    result = export.task(name).export(model, classes, str(tmp_path), name, (clips, labels), (clips, labels),
+                                      {"run": "harness"}, variants=("float32",))
+    assert os.path.basename(result["saved_model"]) == "1"
+    assert tf.saved_model.load(result["saved_model"]).signatures  # reloads, with named signatures
+    assert result["tflite"] and all(p.endswith("float32.tflite") for p in result["tflite"].values())
+    for path in result["tflite"].values():
+        assert tflite.flex_ops(path) == [] and tflite.read_labels(path)[0] == classes
+    with open(os.path.join(os.path.dirname(next(iter(result["tflite"].values()))), "parity.json")) as f:
+        assert json.load(f) == result["parity"]
+    artifacts = [p["artifact"] for p in result["parity"]]
+    assert any(a.startswith("saved_model") for a in artifacts)
+    assert {f"tflite_{k}" for k in result["tflite"]} <= set(artifacts)
+    for entry in result["parity"]:  # every artifact's outputs against Keras's, on (at least) these clips
+        assert entry["num_clips"] >= 3 and entry["max_rel_diff"] < 0.01, entry
+
+
+def test_parity_entry_measures_the_largest_difference():
+    entry = parity.entry("x", [[0.5, 0.5], [1.0, 0.0]], [[0.5, 0.5], [0.8, 0.2]], accuracy=1.0)
+    assert entry["num_clips"] == 2 and entry["accuracy"] == 1.0
+    assert entry["max_abs_diff"] == pytest.approx(0.2) and entry["max_rel_diff"] == pytest.approx(0.25)
+    assert "max_abs_diff" in parity.table([entry]).splitlines()[0]
+
+
+def test_every_model_meets_the_contract():
+    for name in MODELS:
+        module = models.get(name)
+        assert dataclasses.is_dataclass(module.Config) and callable(module.Config.tiny)
+        assert callable(train.task(name).fit) and callable(export.task(name).export)
+    with pytest.raises(ValueError, match="is not a model"):
+        models.get("blocks")
 
 
 def test_sora_cls_outputs():

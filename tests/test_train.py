@@ -11,8 +11,10 @@ import pytest
 
 from sora_tf.cli import main
 from sora_tf.export.runtime import load_predictor, predict_videos
-from sora_tf.train.evaluate import evaluate, load_clips, run_listing
-from sora_tf.train.run import load_run, train
+from sora_tf.data.pipeline import eval_clip
+from sora_tf.runs import load_clips, load_run, run_listing
+from sora_tf.train.evaluate import evaluate
+from sora_tf.train.run import train
 from tests.conftest import history_epochs
 
 
@@ -75,7 +77,7 @@ def test_weight_average_warms_up():
     would keep mostly the initial ones."""
     import keras
     from keras import ops
-    from sora_tf.train.run import AdamWarmEMA
+    from sora_tf.train.classify import AdamWarmEMA
     w = keras.Variable(np.zeros(3, "float32"))
     optimizer = AdamWarmEMA(0.1, use_ema=True, ema_momentum=0.99)
     optimizer.build([w])
@@ -112,7 +114,11 @@ def test_predict_and_cli(tiny_run, tiny_data, tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"nope")
     results = dict(predict_videos(load_predictor(tiny_run), [video, str(bad)], top_k=3))
-    assert len(results[video]) == 3 and abs(sum(p for _, p in results[video]) - 1) < 1
+    model, config, classes, _ = load_run(tiny_run)
+    probs = np.asarray(model(eval_clip(video, config.num_frames, (config.image_size,) * 2)[None])["probabilities"])[0]
+    top = np.argsort(-probs)[:3]  # the three likeliest classes, likeliest first, with their probabilities
+    assert [c for c, _ in results[video]] == [classes[i] for i in top]
+    np.testing.assert_allclose([p for _, p in results[video]], probs[top], atol=1e-5)
     assert "bad.mp4" in results[str(bad)]
     assert main(["predict", "--model", tiny_run, video, str(bad)]) == 1
     out, err = capsys.readouterr()

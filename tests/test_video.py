@@ -4,8 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from sora_tf.data.synthetic import write_video
-from sora_tf.data.video import VideoError, count_frames, fit_frame, read_frames
+from sora_tf.data.video import VideoError, count_frames, fit_frame, read_frames, write_video
 from tests.conftest import shared
 
 

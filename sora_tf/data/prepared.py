@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from sora_tf.atomic import atomic_dir
-from sora_tf.data.pipeline import sample_indices, view_indices, without_autotune_stall
+from sora_tf.data.sampling import sample_indices, view_indices, without_autotune_stall
 from sora_tf.data.video import VideoError, read_frames
 
 log = logging.getLogger("sora_tf.data")

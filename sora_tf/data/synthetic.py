@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from sora_tf.atomic import atomic_dir
+from sora_tf.data.video import write_video
 
 log = logging.getLogger("sora_tf.data")
 
@@ -139,29 +140,6 @@ def render_clip(cls, variant, rng):
         canvas = canvas * gain + rng.normal(0, 4, canvas.shape)
         frames[i] = np.clip(canvas, 0, 255).astype(np.uint8)
     return frames
-
-
-def write_video(path, frames, fps):
-    """Encode RGB uint8 frames to `path`: MPEG-4 part 2 in .mp4, else Motion-JPEG in .avi.
-
-    Returns the path written (its extension may change to .avi). The pip OpenCV wheel has no
-    H.264 encoder, but its FFmpeg always has mpeg4 and OpenCV has a built-in MJPEG writer.
-    """
-    h, w = frames.shape[1:3]
-    stem = os.path.splitext(path)[0]
-    for fourcc, ext in (("mp4v", ".mp4"), ("MJPG", ".avi")):
-        out = stem + ext
-        writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-        if writer.isOpened():
-            for f in frames:
-                writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-            writer.release()
-            if os.path.getsize(out) > 0:
-                return out
-        writer.release()
-        if os.path.exists(out):
-            os.remove(out)
-    raise RuntimeError(f"{path}: no working video encoder in this OpenCV build")
 
 
 def default_root():

@@ -1,4 +1,4 @@
-"""Video decoding with OpenCV (its wheel bundles FFmpeg; tensorflow-io does not load with TF 2.21).
+"""Video decoding and writing with OpenCV (its wheel bundles FFmpeg; tensorflow-io does not load with TF 2.21).
 
 Container metadata is never trusted: real files claim 444 frames and decode 68, or report a
 garbage count. Frame counts come from decoding (`grab`, which demuxes and decodes without the
@@ -12,6 +12,8 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
+from sora_tf.atomic import atomic_write  # noqa: E402
 
 
 # One FFmpeg decoding thread per capture: the pipeline already decodes a clip per core, and
@@ -132,3 +134,48 @@ def read_frames(path, indices, size):
         raise VideoError(f"{os.fspath(path)}: no decodable frames")
     out[filled:] = out[filled - 1]
     return out
+
+
+VIDEO_CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))
+
+
+def _encode(path, frames, fps, fourcc):
+    """Encode RGB uint8 frames [N, H, W, 3] with one codec; OSError where this build cannot."""
+    h, w = frames.shape[1:3]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    try:
+        if not writer.isOpened():
+            raise OSError(f"{path}: no {fourcc} encoder in this OpenCV build")
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise OSError(f"{path}: the {fourcc} encoder wrote nothing")
+
+
+def write_video(path, frames, fps, atomic=False):
+    """Encode RGB uint8 frames to `path`: MPEG-4 part 2 in .mp4, else Motion-JPEG in .avi; with
+    `atomic`, written beside it and renamed into place. Returns the path written (its extension
+    may change to .avi): the pip OpenCV wheel has no H.264 encoder, but its FFmpeg always has
+    mpeg4 and OpenCV has a built-in MJPEG writer."""
+    stem = os.path.splitext(path)[0]
+    for fourcc, ext in VIDEO_CODECS:
+        out = stem + ext
+        try:
+            if atomic:
+                atomic_write(out, lambda tmp: _encode(tmp, frames, fps, fourcc))
+            else:
+                _encode(out, frames, fps, fourcc)
+            return out
+        except OSError:
+            if not atomic and os.path.exists(out):
+                os.remove(out)
+    raise RuntimeError(f"{path}: no working video encoder in this OpenCV build")
+
+
+def write_clip_video(path, frames, fps=8, scale=2):
+    """uint8 [N, H, W, 3] RGB frames, scaled up `scale` times, to a video file at `path`
+    (atomically; its extension may change, see `write_video`)."""
+    big = np.stack([cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for f in frames])
+    return write_video(path, big, fps, atomic=True)

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from sora_tf.data.video import write_clip_video
 from sora_tf.export.saved_model import newest
 from sora_tf.export.tflite import read_labels
 
@@ -91,7 +92,7 @@ class RunClip:
     """The best checkpoint of a training run, in Keras."""
 
     def __init__(self, path):
-        from sora_tf.train.run import load_run
+        from sora_tf.runs import load_run
 
         self.model, config, self.classes, _ = load_run(path)
         self.num_frames, self.image_size = config.num_frames, config.image_size
@@ -134,8 +135,8 @@ def load_generator(path):
     import keras
     import tensorflow as tf
 
-    from sora_tf.train.generative import to_uint8
-    from sora_tf.train.run import load_run
+    from sora_tf.models.blocks import to_uint8
+    from sora_tf.runs import load_run
 
     if os.path.isfile(os.path.join(path, "run.json")):
         model, config, classes, _ = load_run(path)
@@ -143,7 +144,7 @@ def load_generator(path):
             raise ValueError(f"{path}: a {type(model).__name__} run cannot generate clips")
 
         def sample(labels, seed, offset):
-            return to_uint8(model.sample(labels, seed=keras.random.SeedGenerator(seed * 1_000_003 + offset)))
+            return np.asarray(to_uint8(model.sample(labels, seed=keras.random.SeedGenerator(seed * 1_000_003 + offset))))
         return sample, classes, config.num_frames
     found = newest(path) if os.path.isdir(path) else None
     if not found:
@@ -164,8 +165,6 @@ def load_generator(path):
 
 def generate(model_path, out_dir, class_name=None, n=8, seed=0, fps=12):
     """Write `n` generated clips (per class, or of `class_name`) as video files under out_dir/<class>/."""
-    from sora_tf.train.generative import write_clip_video
-
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     sample, classes, _ = load_generator(model_path)

@@ -1,24 +1,15 @@
-"""SavedModel for TF Serving: `export/<model>/<version>/`, versioned, atomic, with named signatures.
-
-Signatures (batch first, named inputs and outputs):
-- `serving_default`: `frames` uint8 [batch, T, H, W, 3] RGB of any H x W. Resizing (area, as the
-  training pipeline's OpenCV INTER_AREA) and normalisation happen inside. Outputs
-  `probabilities`, `class_id` (int64), `class_name` (string) and `embedding`.
-- `embed`: `frames` -> `embedding`.
-- `serving_jpeg`: `frames_jpeg` string [batch, T] of JPEG-encoded frames, decoded in-graph.
-  Encoded *video* bytes cannot be decoded in-graph: TensorFlow has no video decoder op, and
-  tensorflow-io's FFmpeg ops do not load with TF 2.21 (see the README).
+"""SavedModel for TF Serving: `export/<model>/<version>/`, versioned and published whole, with
+the named signatures the model's task gives (sora_tf/export/<task>.py), the labels and a
+`sora_tf.json` spec in `assets.extra/`, and `models.config` for `--model_config_file`. Also the
+check of a REST body against a signature, as TF Serving would check it.
 """
 import os
-import shutil
-import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from sora_tf.train.checkpoint import atomic_write, save_json
-
-SIGNATURES = ("serving_default", "embed", "serving_jpeg")
+from sora_tf.atomic import atomic_dir, save_json, save_text
 
 
 def versions(model_dir):
@@ -51,68 +42,24 @@ def preprocess(frames, config):
     return tf.reshape(resized, [-1, config.num_frames, s, s, 3])
 
 
-def serving_functions(model, config, classes):
-    """{signature name: (fn, input_signature)} for a clip model."""
-    t = config.num_frames
-    names = tf.constant(classes)
-
-    def classify(x):
-        out = model(preprocess(x, config), training=False)
-        class_id = tf.argmax(out["probabilities"], axis=-1)
-        return {"probabilities": out["probabilities"], "class_id": class_id,
-                "class_name": tf.gather(names, class_id), "embedding": out["embedding"]}
-
-    def serving_default(frames):
-        return classify(frames)
-
-    def embed(frames):
-        return {"embedding": model(preprocess(frames, config), training=False)["embedding"]}
-
-    def serving_jpeg(frames_jpeg):
-        flat = tf.reshape(frames_jpeg, [-1])
-        decoded = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), flat,
-                            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-        shape = tf.shape(decoded)
-        return classify(tf.reshape(decoded, tf.concat([[-1, t], shape[1:]], 0)))
-
-    frames = tf.TensorSpec([None, t, None, None, 3], tf.uint8, name="frames")
-    return {"serving_default": (serving_default, [frames]),
-            "embed": (embed, [frames]),
-            "serving_jpeg": (serving_jpeg, [tf.TensorSpec([None, t], tf.string, name="frames_jpeg")])}
-
-
-def export_saved_model(model, config, classes, export_root, name, info=None, functions=None):
+def export_saved_model(model, config, classes, export_root, name, functions, info=None):
     """Write `export_root/name/<next version>/` atomically; returns its path. `functions`:
-    {signature: (fn, input_signature)}, by default the clip model's `serving_functions`."""
+    {signature: (fn, input_signature)}, from the model's task (sora_tf/export/<task>.py)."""
     model_dir = os.path.join(export_root, name)
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".partial-", dir=model_dir)  # not an integer: Serving ignores it
-    try:
+    # The temp folder's name is not an integer: Serving ignores it until it is renamed.
+    with atomic_dir(lambda: os.path.join(model_dir, str(next_version(model_dir))), parent=model_dir) as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        for sig, (fn, spec) in (functions or serving_functions(model, config, classes)).items():
+        for sig, (fn, spec) in functions.items():
             archive.add_endpoint(sig, fn, input_signature=spec)
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
-        os.makedirs(extra, exist_ok=True)
-        with open(os.path.join(extra, "labels.txt"), "w") as f:
-            f.write("\n".join(classes) + "\n")
+        save_text(os.path.join(extra, "labels.txt"), "\n".join(classes) + "\n")
         save_json(os.path.join(extra, "sora_tf.json"), {
             "model": name, "classes": list(classes), "num_frames": config.num_frames,
             "image_size": config.image_size, **(info or {})})
-        while True:  # another exporter may take a version number between our look and rename
-            path = os.path.join(model_dir, str(next_version(model_dir)))
-            try:
-                os.rename(tmp, path)
-                break
-            except OSError:
-                if not os.path.exists(path):
-                    raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     write_models_config(export_root)
-    return path
+    return tmp.final
 
 
 def write_models_config(export_root):
@@ -123,13 +70,7 @@ def write_models_config(export_root):
                    and any(v.isdigit() for v in os.listdir(os.path.join(export_root, n))))
     body = "".join(f"  config {{\n    name: '{n}'\n    base_path: '/models/{n}'\n"
                    f"    model_platform: 'tensorflow'\n  }}\n" for n in names)
-    path = os.path.join(export_root, "models.config")
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write("model_config_list {\n" + body + "}\n")
-    atomic_write(path, write)
-    return path
+    return save_text(os.path.join(export_root, "models.config"), "model_config_list {\n" + body + "}\n")
 
 
 def signature_inputs(path, name="serving_default"):
@@ -150,8 +91,6 @@ def check_rest_body(signature_inputs, body):
     show` prints. `body`: {"instances": [...]} (row format: one input, or dicts by name) or
     {"inputs": ...}. Raises ValueError naming the first mismatch; returns the batch size.
     """
-    import numpy as np
-
     if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
         raise ValueError('a predict body needs "instances" (row format) or "inputs" (columnar)')
     rows = body.get("instances", body.get("inputs"))

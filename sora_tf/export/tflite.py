@@ -1,99 +1,24 @@
-"""TFLite for LiteRT: clip models in float32, float16, dynamic-range, full int8 and int16x8
-(int8 weights, int16 activations), and the streaming model in float32, int8 and int16x8, all
-builtins only (no Flex ops).
+"""TFLite for LiteRT, builtins only: conversion of named tf.functions to float32, float16,
+dynamic-range, full int8 and int16x8 (int8 weights, int16 activations), full int8 of a streaming
+step and its WHILE loop with one set of ranges (`int8_pair`), and the labels and input spec
+carried inside each file.
 
-What works with Keras 3 RNNs here (measured): a dynamic batch fails conversion
-("TensorListReserve element_shape static") and full int8 of the RNN's WHILE loop crashes the
-converter, so the files have batch 1 and, but for int8, an RNN unrolled over the fixed T. The
-graphs take float32 pixels in [0, 255] at the model's H x W (resize on the device, as the app
-sees fit); normalisation is inside. Each file carries its labels and input spec as associated
-files in a zip appended to the flatbuffer, the TFLite metadata convention, readable with
-`zipfile.ZipFile(path).read("labels.txt")`; interpreters ignore the trailing bytes.
-
-The int8 clip file is a WHILE loop over the int8 stream's step, quantised with the stream's
-calibrated ranges (`int8_pair`): the two files then compute the same numbers. Unrolled, the clip
-file had a recurrent state tensor and a scale per time step where the stream has one for every
-step, and their top-1 differed on 2% of clips. The crash is in calibrating a WHILE loop
-(segfault), not in quantising one, so the loop takes the stream's ranges instead.
+Keras 3 RNNs (measured): a dynamic batch fails conversion ("TensorListReserve element_shape
+static") and calibrating a WHILE loop for int8 crashes the converter, so files have batch 1, and
+the loop of an int8 clip file takes its ranges from the calibrated stream (docs/export.md).
+Labels and spec are associated files in a zip appended to the flatbuffer, the TFLite metadata
+convention, readable with `zipfile.ZipFile(path).read("labels.txt")`; interpreters ignore the
+trailing bytes.
 """
-import dataclasses
 import json
-import os
 import zipfile
 
-import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from sora_tf.models import sora_cls
-from sora_tf.train.checkpoint import atomic_write
-
-CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
-STREAM_VARIANTS = ("float32", "int8", "int16x8")
-
-
-def unrolled_copy(model, implementation=2):
-    """The same clip model with its RNN unrolled over T (fixed-size graph, no WHILE loop).
-
-    `implementation=1` computes each gate with its own matmul instead of one matmul and a split:
-    the same numbers, and the int8 stream tracked Keras more closely with it (top-1 0.991 against
-    0.980 on 560 validation clips of the default run). The streams use it.
-    """
-    copy = sora_cls.build(dataclasses.replace(model.config, unroll=True))
-    copy.set_weights(model.get_weights())
-    for i in range(model.config.rnn_layers):
-        copy.get_layer(f"rnn{i}").cell.implementation = implementation
-    return copy
-
-
-def clip_function(model):
-    config = model.config
-    spec = tf.TensorSpec([1, config.num_frames, config.image_size, config.image_size, 3],
-                         tf.float32, name="frames")
-
-    @tf.function(input_signature=[{"frames": spec}])
-    def serve(inputs):
-        out = model(inputs["frames"], training=False)
-        return {"probabilities": out["probabilities"], "embedding": out["embedding"]}
-    return serve
-
-
-def stream_function(stream, config):
-    s = config.image_size
-    specs = {"frame": tf.TensorSpec([1, s, s, 3], tf.float32, name="frame")}
-    specs.update({k: tf.TensorSpec([1, *v], tf.float32, name=k)
-                  for k, v in sora_cls.stream_state_shapes(config).items()})
-
-    @tf.function(input_signature=[specs])
-    def step(inputs):
-        return stream(inputs, training=False)
-    return step
-
-
-def loop_function(stream, config):
-    """The clip model as a WHILE loop over the streaming step: frames [1, T, H, W, 3] in, the
-    last step's probabilities and embedding out."""
-    t_frames, s = config.num_frames, config.image_size
-    shapes = sora_cls.stream_state_shapes(config)
-    keys = sorted(shapes)
-
-    @tf.function(input_signature=[{"frames": tf.TensorSpec([1, t_frames, s, s, 3], tf.float32, name="frames")}])
-    def serve(inputs):
-        frames = inputs["frames"]
-
-        def step(t, probabilities, embedding, *states):
-            out = stream({"frame": tf.gather(frames, t, axis=1), **dict(zip(keys, states))}, training=False)
-            return (t + 1, out["probabilities"], out["embedding"], *[out[k] for k in keys])
-        # The zero start state; the zero frame is computed from the input, as a constant it
-        # would be stored in the file (48 KB at 64 px).
-        start = [frames[:, 0] * 0.0 if tuple(shapes[k]) == (s, s, 3) else tf.zeros([1, *shapes[k]])
-                 for k in keys]
-        loop = tf.while_loop(lambda t, *_: t < t_frames, step,
-                             (tf.constant(0), tf.zeros([1, config.num_classes]), tf.zeros([1, config.embedding_dim]), *start))
-        return {"probabilities": loop[1], "embedding": loop[2]}
-    return serve
+from sora_tf.atomic import atomic_write
 
 
 def frozen_with_names(fn):
@@ -130,7 +55,7 @@ def convert(fn, trackable, variant, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         # int16x8: integer-only too, int8 weights with int16 activations. Full int8 of the
-        # unrolled sora_cls clip model lost 1 to 2 points, accumulated through the LSTM steps
+        # unrolled classifier of the zoo lost 1 to 2 points, accumulated through the LSTM steps
         # (its int8 file is now `int8_pair`'s loop); int16 activations did not.
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if variant == "int8"
@@ -279,47 +204,3 @@ def flex_ops(path):
         model = _read_model(f.read())
     names = [(op.customCode or b"").decode() for op in model.operatorCodes]
     return [n for n in names if n.startswith("Flex")]
-
-
-def export_tflite(model, classes, out_dir, calibration, variants=CLIP_VARIANTS,
-                  stream_variants=STREAM_VARIANTS, info=None):
-    """Write `<variant>.tflite` and `stream_<variant>.tflite` to `out_dir`; returns {name: path}.
-
-    `calibration`: float32 clips [N, T, H, W, 3] from the training data, for int8.
-    """
-    config = model.config
-    unrolled = unrolled_copy(model)
-    os.makedirs(out_dir, exist_ok=True)
-    spec = {"num_frames": config.num_frames, "image_size": config.image_size,
-            "pixel_range": [0, 255], "layout": "RGB", **(info or {})}
-    clips = np.asarray(calibration, np.float32)
-    stream = sora_cls.stream_model(unrolled_copy(model, implementation=1), batch=1)
-    step = stream_function(stream, config)
-
-    def clip_representative():
-        for clip in clips:
-            yield {"frames": clip[None]}
-
-    def stream_representative():
-        for clip in clips:
-            state = sora_cls.init_states(config)
-            for frame in clip:
-                yield {"frame": frame[None], **state}
-                out = stream({"frame": frame[None], **state}, training=False)
-                state = {k: np.asarray(out[k]) for k in state}
-
-    int8 = (int8_pair(step, loop_function(stream, config), stream, stream_representative)
-            if "int8" in variants or "int8" in stream_variants else None)
-    paths = {}
-    serve = clip_function(unrolled)
-    for variant in variants:
-        flat = int8["clip"] if variant == "int8" else convert(serve, unrolled, variant, clip_representative)
-        paths[variant] = write_with_labels(os.path.join(out_dir, f"{variant}.tflite"), flat, classes,
-                                           {**spec, "kind": "clip", "variant": variant})
-    for variant in stream_variants:
-        flat = int8["stream"] if variant == "int8" else convert(step, stream, variant, stream_representative)
-        paths[f"stream_{variant}"] = write_with_labels(
-            os.path.join(out_dir, f"stream_{variant}.tflite"), flat, classes,
-            {**spec, "kind": "stream", "variant": variant, "states": {
-                k: [1, *v] for k, v in sora_cls.stream_state_shapes(config).items()}})
-    return paths

@@ -6,6 +6,7 @@ in [0, 255] (uint8 or float) of shape [B, T, H, W, 3]; normalisation is part of 
 what was trained is what gets exported.
 
 Run it: `make train MODEL=sora_cls`, or `python -m sora_tf train --model sora_cls --preset tiny`.
+Design notes and measurements: docs/sora_cls.md.
 """
 import dataclasses
 
@@ -14,7 +15,11 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict
-from sora_tf.models.blocks import frame_cnn, pixel_normalization
+from sora_tf.models.blocks import FrameDiff, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
+
+# The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
+# sora_tf/export/classify.py), shared by every classifier in the zoo.
+task = "classify"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +50,7 @@ class Config:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     # Validate, checkpoint and export an exponential moving average of the weights (0: off),
-    # warmed up over the first steps (see `sora_tf.train.run.AdamWarmEMA`). On the default data,
-    # same config otherwise, validation accuracy with it / without (fresh-clone runs): best
-    # 0.9536 / 0.9464; epochs 4 to 9, 0.921-0.946 / 0.877-0.930; the last 6 epochs,
-    # 0.946-0.954 / 0.929-0.938.
+    # warmed up over the first steps (`sora_tf.train.classify.AdamWarmEMA`; A/B in docs/sora_cls.md).
     ema_momentum: float = 0.99
     val_fraction: float = 0.2
     split: str = "auto"  # "grouped" keeps each source video on one side; auto: grouped if the data has groups
@@ -60,8 +62,7 @@ class Config:
     patience: int = 12
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
-    # Augmentation (one draw per clip). Mild by default: on the generated data, strong
-    # geometry + colour jitter slowed learning about twofold in a 6-epoch A/B.
+    # Augmentation (one draw per clip), mild: strong jitter slowed learning (docs/sora_cls.md).
     aug_zoom: float = 0.1
     aug_translate: float = 0.05
     aug_rotation_deg: float = 3.0
@@ -98,68 +99,6 @@ class Config:
             raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
             raise ValueError("pixel_mean and pixel_std need 3 values (R, G, B)")
-
-
-def clipped_difference(kx, k_previous, clip):
-    """clip(scale * (x - previous), -clip, clip) from kx = k x and k_previous = k previous, with
-    k = scale / clip: computed as clip * clip(kx - k_previous, -1, 1), the same numbers arranged
-    for int8.
-
-    - TFLite fuses the [-1, 1] clip into the subtraction (RELU_N1_TO_1), so the difference is
-      quantised over the band it keeps. Written as a scale then a clip, it was quantised over its
-      whole calibrated range (about +-40), which left the kept +-4 band some 25 int8 levels.
-    - Callers scale the frames once and take both operands from that one tensor. Scaled by two
-      separate multiplications, the two operands were rounded differently in int8: a still pixel
-      differed from itself by up to 4 levels, and the streaming and clip models' differences
-      disagreed by up to 8 levels on 43% of values.
-    """
-    return clip * ops.clip(kx - k_previous, -1.0, 1.0)
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class FrameDiff(layers.Layer):
-    """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame and its change since the previous frame.
-
-    Motion is what tells the classes apart (and what matters for fights); a difference image
-    makes it explicit to the per-frame CNN. The first frame's difference is zero, which is also
-    the streaming model's start state. Differences are ~10x smaller than normalised frames, so
-    they are scaled by `scale`: unscaled, training sat at chance for several epochs before the
-    CNN picked motion up; scaled by 10, it learned from the first epoch. They are then clipped
-    to +-`clip`: int8 quantisation gives the concatenated tensor one scale, and unclipped
-    differences (up to +-40) left the frames a dozen int8 levels; clipping at 4 did not slow
-    training. (A saturating tanh(10 d) kept training at chance: it squeezes moving edges down
-    to the level of noise.)
-    """
-
-    def __init__(self, scale=1.0, clip=4.0, **kwargs):
-        super().__init__(**kwargs)
-        self.scale, self.clip = scale, clip
-
-    def call(self, x):
-        kx = (self.scale / self.clip) * x
-        k_previous = ops.concatenate([kx[:, :1], kx[:, :-1]], axis=1)
-        return ops.concatenate([x, clipped_difference(kx, k_previous, self.clip)], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 2 * input_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "clip": self.clip}
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class FrameTimeDistributed(layers.TimeDistributed):
-    """`TimeDistributed` as one batched call: [B, T, ...] -> [B*T, ...] -> layer -> [B, T, ...].
-
-    Keras 3's TimeDistributed loops over a static T in Python: T small convolutions instead of
-    one, BatchNorm statistics per time step, and in TFLite T copies of every op with its own
-    quantisation tables (which made the int8 file 37% of the float one instead of ~25%).
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        frames = ops.reshape(inputs, (-1, *inputs.shape[2:]))
-        features = self.layer(frames, training=training)
-        return ops.reshape(features, (-1, inputs.shape[1], *features.shape[1:]))
 
 
 def rnn_layer(config, return_sequences, name):
@@ -205,6 +144,26 @@ class SoraCls(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    # === Export forms (sora_tf/export/classify.py asks the model for them) ===
+    def stream_state_shapes(self):
+        return stream_state_shapes(self.config)
+
+    def init_states(self, batch=1):
+        return init_states(self.config, batch)
+
+    def stream(self, batch=None):
+        return stream_model(self, batch)
+
+    def unrolled(self, implementation=2):
+        """The same model with its RNN unrolled over T (a fixed-size graph, no WHILE loop, as
+        TFLite's builtins need). `implementation=1` computes each gate with its own matmul: the
+        same numbers, which the int8 stream tracks more closely (docs/sora_cls.md)."""
+        copy = build(dataclasses.replace(self.config, unroll=True))
+        copy.set_weights(self.get_weights())
+        for i in range(self.config.rnn_layers):
+            copy.get_layer(f"rnn{i}").cell.implementation = implementation
+        return copy
 
 
 def build(config):

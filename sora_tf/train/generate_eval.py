@@ -1,7 +1,7 @@
-"""Generative runs (sora_vaegan): measured quality, pictures, generated videos, anomaly scores.
+"""Evaluation of a generative run: measured quality and pictures.
 
 `evaluate_generative` writes metrics.json and PNG/mp4 pictures for a run and its `vae_only/`
-twin, judged by a sora_cls (`judge/`, or the config's `judge_run`):
+twin, judged by a classifier trained on the same data (`judge/`, or the config's `judge_run`):
 - reconstruction of held-out clips: MSE, PSNR and SSIM per frame, averaged;
 - sharpness: mean image-gradient magnitude of reconstructions and samples over that of real clips;
 - `frechet_distance`: between real held-out clips and samples (from the prior the run fitted to
@@ -20,19 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.data.pipeline import per_video
-from sora_tf.data.synthetic import write_video
-from sora_tf.train.checkpoint import atomic_write, save_json
-from sora_tf.train.evaluate import load_clips, run_listing
+from sora_tf.atomic import atomic_write, save_json, save_text
+from sora_tf.data.video import write_clip_video
+from sora_tf.models.blocks import to_uint8
+from sora_tf.runs import load_clips, load_run, run_listing
 from sora_tf.train.metrics import classification_metrics
-from sora_tf.train.run import load_run
 
 log = logging.getLogger("sora_tf.train")
-
-
-def to_uint8(frames):
-    """[0, 1] floats -> uint8, rounded."""
-    return np.clip(np.round(np.asarray(frames) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _batched(fn, *arrays, batch=16):
@@ -80,7 +74,7 @@ def frame_quality(real, fake):
 
 
 def load_judge(run_dir, config):
-    """The sora_cls that judges samples: the config's judge_run, else the run's judge/."""
+    """The classifier that judges samples: the config's judge_run, else the run's judge/."""
     path = config.judge_run or os.path.join(run_dir, "judge")
     judge, judge_config, judge_classes, _ = load_run(path)
     if (judge_config.num_frames, judge_config.image_size) != (config.num_frames, config.image_size):
@@ -163,16 +157,6 @@ def write_png(path, rgb, scale=2):
     return path
 
 
-def write_clip_video(path, frames, fps=8, scale=2):
-    """uint8 [N, H, W, 3] RGB to a video file at `path` (written beside it, then renamed)."""
-    big = np.stack([cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) for f in frames])
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = write_video(os.path.join(folder, f".tmp-{name}"), big, fps)
-    final = os.path.splitext(path)[0] + os.path.splitext(tmp)[1]
-    os.replace(tmp, final)
-    return final
-
-
 def interpolate(model, clips, labels, steps=8):
     """Clips decoded along the line between the latents (and classes) of clips[0] and clips[1]."""
     q = model.encoder(clips[:2], training=False)
@@ -182,7 +166,7 @@ def interpolate(model, clips, labels, steps=8):
     if model.config.conditional:
         onehot = np.eye(model.config.num_classes, dtype=np.float32)[labels[:2]]
         inputs["class"] = (1 - w) * onehot[0] + w * onehot[1]
-    return to_uint8(model.decoder(inputs, training=False))
+    return np.asarray(to_uint8(model.decoder(inputs, training=False)))
 
 
 def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
@@ -197,10 +181,7 @@ def _pictures(run_dir, model, clips, labels, rec, gen, gen_labels, classes):
     legend = "rows of samples.png, top to bottom: " + ", ".join(
         f"{classes[k]} x{per_class}" for k in range(model.config.num_classes)) + "\n"
 
-    def write_legend(tmp):
-        with open(tmp, "w") as f:
-            f.write(legend)
-    atomic_write(os.path.join(run_dir, "samples.txt"), write_legend)
+    save_text(os.path.join(run_dir, "samples.txt"), legend)
     # Two clips of different classes where there are.
     first = 0
     other = next((i for i in range(len(labels)) if labels[i] != labels[first]), min(1, len(labels) - 1))
@@ -264,78 +245,3 @@ def summary_lines(metrics):
             lines.append(line)
     lines += [f"{k}: {v}" for k, v in metrics["pictures"].items()]
     return "\n".join(lines)
-
-
-# === Uses (generating clips: sora_tf.export.runtime.generate, beside predict) ===
-
-def anomaly_scores(run_dir, videos):
-    """[(video, {"score", "reconstruction", "kl", "temporal"} or an error string)].
-
-    The score has the form of the model's training loss, the negative ELBO up to constants:
-    mean squared reconstruction error per pixel value + kl_weight x KL per pixel value. Clips
-    unlike the training data reconstruct worse and sit further from the prior.
-    """
-    model, config, classes, _ = load_run(run_dir)
-    if not hasattr(model, "anomaly_score"):
-        raise ValueError(f"{run_dir}: a {type(model).__name__} run has no anomaly score")
-    return per_video(videos, config.num_frames, (config.image_size,) * 2,
-                     lambda clip: _scores(model, clip[None])[0])
-
-
-def _scores(model, clips):
-    """Anomaly terms per clip of uint8 [N, T, S, S, 3], labels unknown."""
-    out = []
-    for i in range(0, len(clips), 16):
-        terms = {k: np.asarray(v) for k, v in model.anomaly_score(clips[i:i + 16]).items()}
-        out += [{k: float(v[j]) for k, v in terms.items()} for j in range(len(terms["score"]))]
-    return out
-
-
-def auroc(normal, anomalous):
-    """Probability that an anomalous score exceeds a normal one (ties count half)."""
-    normal, anomalous = np.asarray(normal), np.asarray(anomalous)
-    greater = (anomalous[:, None] > normal[None]).mean()
-    ties = (anomalous[:, None] == normal[None]).mean()
-    return float(greater + 0.5 * ties)
-
-
-def motion_energy(clips):
-    """Mean squared frame-to-frame change per clip of uint8 [N, T, H, W, 3], in [0, 1] pixel
-    units: a score with no model at all, which a learned anomaly score has to beat (where the
-    anomalous class simply moves more, it is hard to beat)."""
-    x = np.asarray(clips, np.float32) / 255.0
-    return np.square(np.diff(x, axis=1)).mean(axis=(1, 2, 3, 4))
-
-
-def anomaly_auroc(run_dir, data):
-    """AUROC of the anomaly score on every clip of `data` the run did not train on, nor any clip
-    of the same source video (group): clips of the run's classes are normal, clips of other
-    classes anomalous. Also the AUROC of each term alone and of `motion_energy`, the no-model
-    baseline. Writes anomaly.json in the run."""
-    from sora_tf.data.sources import list_clips
-
-    model, config, classes, info = load_run(run_dir)
-    listing = list_clips(data)
-    train_part = run_listing(run_dir, classes, info, None, part="train")
-    trained = set(train_part.paths)
-    # Clips from a source video the run trained on (any class) are left out too: their scene
-    # would make them look familiar whatever happens in them.
-    trained_groups = set(train_part.groups or ())
-    keep = [i for i, p in enumerate(listing.paths) if p not in trained
-            and not (listing.groups and listing.groups[i] in trained_groups)]
-    listing = listing.subset(keep)
-    clips, labels = load_clips(listing, config)
-    scores = _scores(model, clips)
-    normal_ids = {i for i, c in enumerate(listing.classes) if c in classes}
-    is_normal = np.array([l in normal_ids for l in labels])
-    if is_normal.all() or not is_normal.any():
-        raise ValueError(f"{data}: need held-out clips of the run's classes {classes} and of other classes")
-    result = {"data": os.path.abspath(data), "normal_classes": classes,
-              "num_normal": int(is_normal.sum()), "num_anomalous": int((~is_normal).sum())}
-    for key in ("score", "reconstruction", "kl", "temporal"):
-        values = np.array([s[key] for s in scores])
-        result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
-    energy = motion_energy(clips)
-    result["auroc_baseline_motion_energy"] = auroc(energy[is_normal], energy[~is_normal])
-    save_json(os.path.join(run_dir, "anomaly.json"), result)
-    return result

@@ -1,4 +1,5 @@
-"""Export of a generative run (sora_vaegan): SavedModel signatures and TFLite encoder/decoder.
+"""Export of a generative model (the generate task): SavedModel signatures, TFLite encoder and
+decoder, and their parity with Keras.
 
 SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized inside):
 - `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, D] (the content grid
@@ -17,28 +18,23 @@ and `decoder_int8` take `z` [1, D] and `label` [1, K] one-hot float32 (an input 
 float32 [1, T, S, S, 3] in [0, 255]; `encoder_float32` and `encoder_int8` take `frames` float32
 in [0, 255] and give `z_mean` and `z_log_var`.
 """
-import dataclasses
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.atomic import atomic_dir
-from sora_tf.export import saved_model, tflite
-from sora_tf.models import sora_vaegan
-from sora_tf.train.checkpoint import save_json
+from sora_tf.atomic import atomic_dir, save_json
+from sora_tf.export import parity, saved_model, tflite
+from sora_tf.models.blocks import to_uint8
 
 TFLITE_VARIANTS = ("float32", "int8")
 
 
 def serving_functions(model, config):
-    t, s, k = config.num_frames, config.image_size, config.num_classes
+    t = config.num_frames
 
     def labels_or_none(class_id):
         return class_id if config.conditional else None
-
-    def to_uint8(frames):
-        return tf.cast(tf.clip_by_value(tf.round(frames * 255.0), 0, 255), tf.uint8)
 
     def encode(frames):
         q = model.encoder(saved_model.preprocess(frames, config), training=False)
@@ -70,8 +66,7 @@ def serving_functions(model, config):
 def tflite_functions(model):
     """{name: tf.function} of the unrolled encoder and decoder, batch 1."""
     config = model.config
-    unrolled = sora_vaegan.build(dataclasses.replace(config, unroll=True))
-    unrolled.set_weights(model.get_weights())
+    unrolled = model.unrolled()
     s, t = config.image_size, config.num_frames
     frames = tf.TensorSpec([1, t, s, s, 3], tf.float32, name="frames")
     specs = {"z": tf.TensorSpec([1, *config.latent_shape], tf.float32, name="z")}
@@ -107,21 +102,21 @@ def _psnr(a, b, peak=255.0):
     return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
 
 
-def export_generative(model, config, classes, run_dir, root, name, val, calib):
-    """SavedModel + TFLite encoder/decoder with parity entries; `val`/`calib`: (uint8 clips, labels)."""
+def export(model, classes, root, name, val, calib, info, variants=None):
+    """SavedModel + TFLite encoder/decoder with parity entries; `val`/`calib`: (uint8 clips,
+    labels); `variants`: the TFLite variants to write (default all). Returns {"saved_model",
+    "tflite", "parity"}."""
     from ai_edge_litert.interpreter import Interpreter
 
-    source = {"run": os.path.abspath(run_dir)}
-    path = saved_model.export_saved_model(model, config, classes, root, name, source,
-                                          functions=serving_functions(model, config))
+    config = model.config
+    path = saved_model.export_saved_model(model, config, classes, root, name,
+                                          serving_functions(model, config), info)
     version = os.path.basename(path)
     loaded = tf.saved_model.load(path)
     val_clips, val_labels = val
     keras_rec = np.asarray(model.reconstruct(val_clips)) * 255.0
     served = loaded.signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
-    parity = [{"artifact": "saved_model.reconstruct", "num_clips": int(len(val_clips)),
-               "max_abs_diff": float(np.abs(served - np.round(keras_rec)).max()),
-               "psnr_vs_keras_db": _psnr(served, keras_rec)}]
+    entries = [parity.entry("saved_model.reconstruct", served, keras_rec, psnr_vs_keras_db=_psnr(served, keras_rec))]
     unrolled, fns = tflite_functions(model)
     reference = {"encoder": [{"z_mean": np.asarray(model.encoder(c[None], training=False)["z_mean"])}
                              for c in val_clips]}
@@ -135,35 +130,24 @@ def export_generative(model, config, classes, run_dir, root, name, val, calib):
     files = {}
     with atomic_dir(final) as tmp:
         for part, fn in fns.items():
-            for variant in TFLITE_VARIANTS:
+            for variant in [v for v in TFLITE_VARIANTS if variants is None or v in variants]:
                 flat = tflite.convert(fn, unrolled, variant, lambda p=part: iter(calib_inputs[p]))
                 key = f"{part}_{variant}"
                 file = tflite.write_with_labels(
                     os.path.join(tmp, f"{key}.tflite"), flat, classes,
                     {"kind": part, "variant": variant, "num_frames": config.num_frames,
                      "image_size": config.image_size, "latent_shape": list(config.latent_shape),
-                     "pixel_range": [0, 255], **source, "version": int(version)})
+                     "pixel_range": [0, 255], **info, "version": int(version)})
                 if tflite.flex_ops(file):
                     raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
                 runner = Interpreter(model_path=file).get_signature_runner()
                 out_key = "frames" if part == "decoder" else "z_mean"
                 got = np.concatenate([runner(**i)[out_key] for i in inputs[part]])
                 want = np.concatenate([r[out_key] for r in reference[part]])
-                entry = {"artifact": f"tflite_{key}", "num_clips": len(got), "file_bytes": os.path.getsize(file),
-                         "max_abs_diff": float(np.abs(got - want).max())}
+                extra = {"file_bytes": os.path.getsize(file)}
                 if part == "decoder":
-                    entry["psnr_vs_keras_db"] = _psnr(got, want)
-                parity.append(entry)
+                    extra["psnr_vs_keras_db"] = _psnr(got, want)
+                entries.append(parity.entry(f"tflite_{key}", got, want, **extra))
                 files[key] = os.path.join(final, f"{key}.tflite")
-        save_json(os.path.join(tmp, "parity.json"), parity)
-    return {"saved_model": path, "tflite": files, "parity": parity,
-            "models_config": os.path.join(root, "models.config")}
-
-
-def parity_table(parity):
-    lines = [f"{'artifact':26} {'clips':>5} {'max |diff|':>10} {'PSNR vs keras':>13} {'bytes':>9}"]
-    for p in parity:
-        psnr = p.get("psnr_vs_keras_db")
-        lines.append(f"{p['artifact']:26} {p['num_clips']:5d} {p['max_abs_diff']:10.3g} "
-                     f"{'' if psnr is None else f'{psnr:.1f} dB':>13} {p.get('file_bytes', ''):>9}")
-    return "\n".join(lines)
+        save_json(os.path.join(tmp, "parity.json"), entries)
+    return {"saved_model": path, "tflite": files, "parity": entries}

@@ -1,0 +1,64 @@
+"""`make bench`: measured figures, each with its baseline from the same run and the command
+that produced it, written to BENCHMARKS.md (for people) and benchmarks.json (for scripts).
+
+The machine is shared and noisy, so every figure is compared with a baseline measured in the
+same process minutes apart, and the ratio is what to read. Nothing here is asserted by tests.
+One module per section: inputs, training, augment, tflite; report writes both files.
+"""
+import argparse
+import os
+import sys
+
+from sora_tf.bench.report import COMMAND, peak_rss_mb, write_reports
+
+SECTIONS = ("input", "long", "train", "augment", "tflite", "stream")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="sora_tf.bench", description=__doc__)
+    ap.add_argument("--only", choices=SECTIONS, action="append", help="run only this section (repeatable)")
+    ap.add_argument("--long-video", default=os.path.join("..", "shared", "data", "pets09_s2l1", "vtest.avi"),
+                    help="a long video for the memory figure (skipped when absent)")
+    ap.add_argument("--data", help="video data for the input and training figures (default: generated)")
+    ap.add_argument("--clips", type=int, default=280, help="clips read by each input path")
+    ap.add_argument("--export", help="a tflite/<version> folder (default: the newest export of the newest run)")
+    args = ap.parse_args(argv)
+    only = set(args.only or SECTIONS)
+    results = {}
+    if "long" in only and os.path.isfile(args.long_video):
+        from sora_tf.bench.inputs import bench_long_video
+        results["Long video, one clip (memory)"] = bench_long_video(args.long_video)
+    if only & {"input", "train"}:
+        from sora_tf.data import synthetic
+        data = args.data or synthetic.ensure("default")
+        if "input" in only:
+            from sora_tf.bench.inputs import bench_input
+            results["Input pipeline (eval clips, 16 frames at 64x64)"] = bench_input(data, args.clips)
+        if "train" in only:
+            from sora_tf.bench.training import bench_train_step
+            results["Training step (sora_cls default)"] = bench_train_step(data)
+    if "augment" in only:
+        from sora_tf.bench.augment import bench_augment
+        results["Augmentation"] = bench_augment()
+    if "tflite" in only or "stream" in only:
+        from sora_tf.bench.tflite import bench_stream_sizes, bench_tflite
+        from sora_tf.models import sora_cls
+        export_dir = args.export
+        if export_dir is None:
+            base = os.path.join("export", "sora_cls", "tflite")
+            versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), reverse=True) \
+                if os.path.isdir(base) else []
+            export_dir = os.path.join(base, str(versions[0])) if versions else None
+        if "tflite" in only:
+            if export_dir is None:
+                print("no export/sora_cls/tflite/<version>: run `make train` and `make export` first", file=sys.stderr)
+                return 2
+            results["TFLite (LiteRT, XNNPACK)"] = bench_tflite(export_dir)
+        if "stream" in only:
+            results["Streaming vs MoViNet-A0-Stream"] = bench_stream_sizes(sora_cls.Config())
+    results["Peak memory"] = [{"process": "bench", "peak_rss_mb": peak_rss_mb(), "command": COMMAND}]
+    write_reports(results)
+    with open("BENCHMARKS.md") as f:
+        print(f.read())
+    return 0
+

@@ -1,0 +1,5 @@
+import sys
+
+from sora_tf.bench import main
+
+sys.exit(main())

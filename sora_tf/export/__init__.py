@@ -1,0 +1,11 @@
+"""Export: `exporter.export_run` is the generic entry; `<task>.py` holds what one task's models
+export (SavedModel signatures, TFLite files, their parity checks)."""
+import importlib
+
+from sora_tf import models
+
+
+def task(model_name):
+    """The export code of model `model_name`'s task: sora_tf/export/<task>.py, which exposes
+    `export(model, classes, root, name, val, calib, info, variants=None)`."""
+    return importlib.import_module(f"sora_tf.export.{models.get(model_name).task}")

@@ -1,0 +1,171 @@
+"""The classification task: fitting with in-graph augmentation and a warmed-up weight average,
+and evaluation (single- and multi-view accuracy, macro-F1, confusion matrix, plots).
+
+Shared by every model whose call returns {"probabilities", "embedding"} from uint8 clips.
+"""
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from sora_tf.atomic import save_json
+from sora_tf.data.augment import ClipAugment
+from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
+from sora_tf.data.sampling import crop_views
+from sora_tf.runs import load_run, run_listing
+from sora_tf.train.fitting import RunCheckpoint, log_callbacks, resume
+from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
+
+log = logging.getLogger("sora_tf.train")
+
+
+def augmenter(config):
+    return ClipAugment(
+        zoom=config.aug_zoom, translate=config.aug_translate, rotation_deg=config.aug_rotation_deg,
+        flip=config.aug_flip, brightness=config.aug_brightness, contrast=config.aug_contrast,
+        saturation=config.aug_saturation, hue=config.aug_hue, noise_std=config.aug_noise_std,
+        seed=config.seed, name="augment")
+
+
+def trainer_for(core, config):
+    """uint8 clips -> augmentation (training only) -> core model -> probabilities."""
+    frames = keras.Input((config.num_frames, config.image_size, config.image_size, 3),
+                         dtype="uint8", name="frames")
+    probabilities = core(augmenter(config)(frames))["probabilities"]
+    return keras.Model(frames, probabilities, name="trainer")
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class AdamWarmEMA(keras.optimizers.AdamW):
+    """AdamW whose weight average (`use_ema`) warms up: after n steps its momentum is
+    min(ema_momentum, (1 + n) / (3 + n)), so that it spans about the last half of the steps so
+    far, up to 1 / (1 - ema_momentum) steps (the form of `num_updates` in TensorFlow's
+    `tf.train.ExponentialMovingAverage`). Keras's own average uses ema_momentum from the second
+    step, which on short runs kept weights still largely the initial ones (measured: docs/)."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        n = ops.cast(self.iterations, "float32")
+        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (3.0 + n)), 0.0)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = ops.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
+
+
+def compile_trainer(trainer, config, steps_per_epoch):
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
+    optimizer = AdamWarmEMA(schedule, weight_decay=config.weight_decay,
+                            use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
+    trainer.compile(optimizer=optimizer,
+                    loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+
+
+def trainer(model, config, steps_per_epoch):
+    """The compiled model that `fit` steps on (uint8 clips, int labels): the augmenting trainer."""
+    wrapped = trainer_for(model, config)
+    compile_trainer(wrapped, config, steps_per_epoch)
+    return wrapped
+
+
+def init_frame_cnn(core, run_dir):
+    """Copy the frame CNN stages of another run's encoder (a model with an `encoder` whose
+    `frame_features` layer wraps a frame CNN, as a generative run's does) into `core`'s frame
+    CNN where layer names and weight shapes match; returns the names of the layers copied."""
+    source = load_run(run_dir)[0]
+    if not hasattr(source, "encoder"):
+        raise ValueError(f"init_frame_cnn={run_dir}: not a run with an encoder")
+    source = source.encoder.get_layer("frame_features").layer
+    target = core.get_layer("frame_features").layer
+    copied = []
+    for layer in source.layers:
+        names = [l.name for l in target.layers]
+        if layer.weights and layer.name in names:
+            twin = target.get_layer(layer.name)
+            if [tuple(w.shape) for w in twin.weights] == [tuple(w.shape) for w in layer.weights]:
+                twin.set_weights(layer.get_weights())
+                copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"init_frame_cnn={run_dir}: no frame CNN layer matches in name and shape")
+    return copied
+
+
+def fit(job):
+    """fit() an augmenting trainer around the model; best.keras is the bare model at best val_accuracy."""
+    config = job.config
+    if job.resuming:
+        wrapped, initial_epoch, best = resume(job.out)
+        core = wrapped.get_layer(job.model_name)
+    else:
+        core = job.module.build(config)
+        if getattr(config, "init_frame_cnn", ""):
+            copied = init_frame_cnn(core, config.init_frame_cnn)
+            log.info("frame CNN layers %s initialised from %s", ", ".join(copied), config.init_frame_cnn)
+        wrapped = trainer(core, config, job.steps)
+        initial_epoch, best = 0, None
+    callbacks = [RunCheckpoint(job.out, core, best=best), *log_callbacks(job.out, job.resuming),
+                 keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max")]
+    if wrapped.optimizer.use_ema:  # as compiled: a run resumed from before `ema_momentum` has none
+        # The averaged weights are in the model from the end of each epoch (so validation and
+        # both checkpoints have them) to the start of the next; training steps use the raw ones.
+        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if initial_epoch < config.epochs:
+        wrapped.fit(supervised(job.train_ds), validation_data=supervised(job.val_ds), epochs=config.epochs,
+                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
+
+
+def predict_dataset(model, ds):
+    """(labels, probabilities, paths) over a dataset, in its (deterministic) order."""
+    labels, probs, paths = [], [], []
+    for batch in ds:
+        probs.append(np.asarray(model(batch["frames"], training=False)["probabilities"]))
+        labels.append(batch["label"].numpy())
+        paths.extend(p.decode() for p in batch["path"].numpy())
+    return np.concatenate(labels), np.concatenate(probs), paths
+
+
+def predict_views(model, ds, crops):
+    """(labels, probabilities) with softmax averaged over every temporal clip x spatial crop."""
+    labels, probs = [], []
+    for batch in ds:
+        frames = crop_views(batch["frames"], crops)  # [B, V, T, H, W, 3]
+        b, v = frames.shape[:2]
+        out = model(tf.reshape(frames, (b * v, *frames.shape[2:])), training=False)["probabilities"]
+        probs.append(np.asarray(out).reshape(b, v, -1).mean(1))
+        labels.append(batch["label"].numpy())
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+def evaluate(run_dir, data=None, strict=False):
+    """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
+    model, config, classes, info = load_run(run_dir)
+    listing = run_listing(run_dir, classes, info, data, strict=strict)
+    failures = DecodeFailures()
+    common = dict(clip_len=config.num_frames, size=(config.image_size,) * 2, training=False,
+                  batch_size=config.batch_size, strides=listing.strides(config.fps), failures=failures)
+    labels, probs, _ = predict_dataset(model, dataset_for(listing, **common))
+    metrics = classification_metrics(labels, probs, classes)
+    labels, probs = predict_views(model, dataset_for(listing, views=config.eval_views, **common), config.eval_crops)
+    full = classification_metrics(labels, probs, classes)
+    metrics["single_view"] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    metrics["multi_view"] = {"accuracy": full["accuracy"], "macro_f1": full["macro_f1"],
+                             "temporal_clips": config.eval_views, "spatial_crops": config.eval_crops,
+                             "confusion_matrix": full["confusion_matrix"]}
+    metrics["split"] = "validation" if data is None else os.path.abspath(data)
+    metrics["skipped_files"] = len(listing.skipped) + len(failures.paths)
+    save_json(os.path.join(run_dir, "metrics.json"), metrics)
+    plot_confusion(metrics, os.path.join(run_dir, "confusion_matrix.png"))
+    history = os.path.join(run_dir, "history.csv")
+    if os.path.isfile(history):
+        plot_history(history, os.path.join(run_dir, "training_curves.png"))
+    return metrics
+
+
+def describe(metrics):
+    """The line `train` and `evaluate` print."""
+    return f"validation accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
