@@ -38,7 +38,8 @@ def main():
     for k, name in enumerate(listing.classes):
         train = [i for i in split["train"] if listing.labels[i] == k]
         rows += [(listing.paths[i], name, "train") for i in sorted(rng.sample(train, max(1, round(args.fraction * len(train)))))]
-    rows += [(listing.paths[i], listing.classes[listing.labels[i]], "val") for i in split["val"]]
+    for part in ("val", "test"):  # the run's own held-out clips, as they were (runs before test parts: none)
+        rows += [(listing.paths[i], listing.classes[listing.labels[i]], part) for i in split.get(part, [])]
     if args.generated:
         extra = list_clips(args.generated)
         unknown = set(extra.classes) - set(listing.classes)
@@ -48,9 +49,9 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", newline="") as f:
         csv.writer(f).writerows([("path", "label", "split"), *rows])
-    counts = {s: sum(r[2] == s for r in rows) for s in ("train", "val")}
+    counts = {s: sum(r[2] == s for r in rows) for s in ("train", "val", "test")}
     print(f"{args.out}: {counts['train']} train clips ({args.fraction:.0%} of the run's per class"
-          f"{', plus generated' if args.generated else ''}), {counts['val']} val clips")
+          f"{', plus generated' if args.generated else ''}), {counts['val']} val clips, {counts['test']} test clips")
 
 
 if __name__ == "__main__":

@@ -6,35 +6,46 @@ import sys
 
 
 def _common_train(p):
-    p.add_argument("--model", default="sora_cls", help="model name: sora_tf/models/<name>.py")
-    p.add_argument("--data", help="class-per-folder directory or CSV manifest (path,label); "
+    p.add_argument("--model", default="sora_cls", help="model name: sora_tf/models/<name>.py (`models` lists them)")
+    p.add_argument("--data", help="class-per-folder directory or CSV manifest (path,label[,group][,split]); "
                                   "default: the generated dataset, built on first use")
-    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a skip")
+    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sora_tf")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def parser():
     ap = argparse.ArgumentParser(prog="sora_tf", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"sora_tf {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model, then evaluate it on the validation split")
+    p = sub.add_parser("train", help="train a model, then evaluate it on its validation and test clips")
     _common_train(p)
-    p.add_argument("--out", help="run directory (default runs/<model>-<time>)")
+    p.add_argument("--out", help="run directory (default runs/<model>-<time>; with --resume, the newest such run)")
     p.add_argument("--epochs", type=int, help="override the config's epochs")
     p.add_argument("--preset", choices=("default", "tiny"), help="config preset (tiny: seconds on a CPU)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set rnn_units=64 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue --out from its last epoch")
+                   help="override a config field, e.g. --set rnn_units=64 (repeatable; `models` lists the fields)")
+    p.add_argument("--resume", action="store_true", help="continue --out (or the newest run) from its last epoch")
 
     p = sub.add_parser("evaluate", help="metrics.json + plots for a run")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data", help="evaluate on all clips of this data instead of the validation split")
-    p.add_argument("--strict", action="store_true")
+    p.add_argument("--data", help="evaluate on all clips of this data instead of the run's validation and test clips")
+    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
 
-    p = sub.add_parser("predict", help="top classes for video files")
+    p = sub.add_parser("predict", help="top classes for video files, or every video under folders")
     p.add_argument("--model", required=True,
                    help="run directory, SavedModel (or export/<model> for its newest version) or .tflite")
-    p.add_argument("videos", nargs="+")
-    p.add_argument("--top", type=int, default=3)
+    p.add_argument("videos", nargs="+", help="video files, or folders searched for video files")
+    p.add_argument("--top", type=int, default=3, help="how many classes to give per video (>= 1)")
+    p.add_argument("--out", help="also write the predictions to this .csv or .json file")
 
     p = sub.add_parser("export", help="SavedModel for TF Serving + TFLite variants, with parity checks")
     p.add_argument("run", help="run directory")
@@ -46,7 +57,8 @@ def parser():
     p = sub.add_parser("stream", help="classify a video or camera frame by frame with a streaming .tflite")
     p.add_argument("--model", required=True, help="stream_*.tflite written by export")
     p.add_argument("source", help="video file, or a camera index such as 0")
-    p.add_argument("--every", type=int, default=1, help="feed one frame in N")
+    p.add_argument("--every", type=int, help="feed one frame in N (default: the source's frame rate over the "
+                                             "run's fps, as evaluation sampled; 1 without one)")
     p.add_argument("--window", type=int, help="restart the state every N frames fed (default T; 0: never)")
     p.add_argument("--out", help="write an annotated video here")
     p.add_argument("--threads", type=int, help="LiteRT threads")
@@ -54,31 +66,58 @@ def parser():
 
     p = sub.add_parser("prepare", help="decode a video dataset once into sharded JPEG TFRecords (fast path)")
     p.add_argument("--data", required=True, help="class-per-folder directory or CSV manifest")
-    p.add_argument("--out", required=True, help="output folder; train with --data pointing at it")
+    p.add_argument("--out", required=True, help="output folder, new or empty (or prepared data, replaced whole); "
+                                                "train with --data pointing at it")
     p.add_argument("--size", type=int, default=128, help="stored frame side in pixels (>= the model's)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100")
     p.add_argument("--shard-clips", type=int, default=64, help="clips per shard")
-    p.add_argument("--strict", action="store_true")
+    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
 
     p = sub.add_parser("generate", help="write clips sampled from a generative model as video files")
     p.add_argument("--model", required=True, help="run directory or SavedModel export of sora_vaegan")
     p.add_argument("--class", dest="class_name", help="class to generate (default: every class)")
     p.add_argument("--n", type=int, default=8, help="clips per class")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0, help="the same seed draws the same clips")
+    p.add_argument("--fps", type=int, default=12, help="frame rate of the written videos")
     p.add_argument("--out", required=True, help="output folder: <out>/<class>/*.mp4")
 
     p = sub.add_parser("anomaly", help="per-clip anomaly scores from a generative run")
     p.add_argument("--model", required=True, help="run directory of sora_vaegan")
-    p.add_argument("videos", nargs="*")
+    p.add_argument("videos", nargs="*", help="video files, or folders searched for video files")
     p.add_argument("--data", help="instead of videos: AUROC over every clip of this data the run did "
                                   "not train on (the run's classes normal, other classes anomalous)")
 
     p = sub.add_parser("make-data", help="build the generated default dataset")
-    p.add_argument("--variant", choices=("tiny", "default"), default="default")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", choices=("tiny", "default"), default="default", help="dataset size")
+    p.add_argument("--seed", type=int, default=0, help="the same seed builds the same videos")
     p.add_argument("--out", help="output directory (default datasets/generated/...)")
+
+    p = sub.add_parser("models", help="list the zoo's models with their config fields and defaults")
+    p.add_argument("name", nargs="?", help="one model only")
     return ap
+
+
+def describe_models(name=None):
+    """The zoo's models (every sora_tf/models/*.py that meets the contract), each with its task,
+    the first line of its docstring and its config fields with their defaults."""
+    import dataclasses
+    import pkgutil
+
+    from sora_tf import models
+
+    names = [name] if name else sorted(m.name for m in pkgutil.iter_modules(models.__path__) if not m.ispkg)
+    lines = []
+    for model in names:
+        try:
+            module = models.get(model)
+        except ValueError:
+            if name:
+                raise
+            continue  # a shared module, not a model
+        lines.append(f"{model} (task: {module.task}): {(module.__doc__ or '').strip().splitlines()[0]}")
+        for field in dataclasses.fields(module.Config):
+            lines.append(f"    {field.name} = {field.default!r}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -86,26 +125,35 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:  # each names its input
         print(f"sora_tf {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sora_tf {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(args):
-    if args.command == "make-data":
+    if args.command == "models":
+        print(describe_models(args.name))
+    elif args.command == "make-data":
         from sora_tf.data import synthetic
         out = synthetic.generate(args.out, args.variant, args.seed) if args.out else \
             synthetic.ensure(args.variant, args.seed)
         print(out)
     elif args.command == "prepare":
-        from sora_tf.data.prepared import prepare
+        from sora_tf.atomic import check_replaceable
+        from sora_tf.data.prepared import MANIFEST, prepare
         from sora_tf.data.sources import list_clips
+        check_replaceable(args.out, MANIFEST, "prepared data")  # before the data is probed
         print(prepare(list_clips(args.data, strict=args.strict), args.out, args.size, args.shard_clips,
                       args.quality))
     elif args.command == "train":
         from sora_tf.runs import run_summary
         from sora_tf.train.evaluate import describe, evaluate
         from sora_tf.train.run import train
+        if args.epochs is not None and args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         run = train(args.model, args.data, args.out, args.epochs, args.sets, args.preset,
                     args.resume, args.strict)
         print(describe(run, evaluate(run, strict=args.strict)))
@@ -122,10 +170,12 @@ def _run(args):
         if args.data:
             print(json.dumps(anomaly_auroc(args.model, args.data), indent=2))
             return 0
-        if not args.videos:
-            raise ValueError("give video files, or --data for an AUROC")
+        from sora_tf.data.sources import video_files
+        videos = video_files(args.videos)
+        if not videos:
+            raise ValueError("give video files (or folders of them), or --data for an AUROC")
         failed = 0
-        for video, result in anomaly_scores(args.model, args.videos):
+        for video, result in anomaly_scores(args.model, videos):
             if isinstance(result, str):
                 failed += 1
                 print(f"{video}: error: {result}", file=sys.stderr)
@@ -134,9 +184,20 @@ def _run(args):
                       f"  kl {result['kl']:.4f}  temporal {result['temporal']:.3f}")
         return 1 if failed else 0
     elif args.command == "predict":
-        from sora_tf.export.runtime import load_predictor, predict_videos
+        from sora_tf.data.sources import video_files
+        from sora_tf.export.runtime import load_predictor, predict_videos, write_predictions
+        if args.top < 1:
+            raise ValueError(f"--top must be >= 1, got {args.top}")
+        if args.out and not args.out.endswith((".csv", ".json")):
+            raise ValueError(f"--out {args.out}: write predictions to a .csv or a .json file")
+        videos = video_files(args.videos)
+        if not videos:
+            raise ValueError(f"no video files in {', '.join(args.videos)}")
+        results = predict_videos(load_predictor(args.model), videos, args.top)
+        if args.out:
+            print(f"predictions written to {write_predictions(results, args.out)}", file=sys.stderr)
         failed = 0
-        for video, result in predict_videos(load_predictor(args.model), args.videos, args.top):
+        for video, result in results:
             if isinstance(result, str):
                 failed += 1
                 print(f"{video}: error: {result}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`--set key=value` overrides for config dataclasses, typed by the field's default."""
 import dataclasses
 import json
+import math
 
 
 def _parse(field, text):
@@ -12,11 +13,22 @@ def _parse(field, text):
             return False
         raise ValueError(f"{field.name}: expected true/false, got {text!r}")
     if kind is tuple:
-        return tuple(json.loads(text if text.startswith("[") else f"[{text}]"))
+        try:
+            values = json.loads(text if text.startswith("[") else f"[{text}]")
+        except ValueError:
+            values = None
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values):
+            raise ValueError(f"{field.name}: expected comma-separated numbers such as "
+                             f"{','.join(map(str, field.default))}, got {text!r}")
+        return tuple(values)
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ValueError(f"{field.name}: expected {kind.__name__}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{field.name}: expected a finite number, got {text!r}")
+    return value
 
 
 def override(config, assignments):

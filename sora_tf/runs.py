@@ -17,9 +17,18 @@ from sora_tf.data.pipeline import dataset_for
 from sora_tf.data.sources import list_clips
 
 
-def load_json(path):
-    with open(path) as f:
-        return json.load(f)
+def load_json(path, needs=()):
+    """The JSON in `path`, with an error naming the file when it is not JSON or, for a dict,
+    lacks any of the keys `needs`."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); was it written by sora_tf?") from None
+    missing = [k for k in needs if not isinstance(value, dict) or k not in value]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(map(repr, missing))} in it; was it written by sora_tf?")
+    return value
 
 
 def default_run_dir(model_name):
@@ -29,17 +38,22 @@ def default_run_dir(model_name):
 def load_checkpoint(path):
     """keras.saving.load_model, with `path` in the error when the file holds no model that
     loads (for example one saved by an earlier design of the model)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
     try:
         return keras.saving.load_model(path)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except Exception as e:  # a truncated zip, a malformed config (TypeError, KeyError), ...
+        raise ValueError(f"{path}: not a checkpoint this version of sora_tf can load "
+                         f"({type(e).__name__}: {e})") from None
 
 
 def load_run(run_dir):
     """(model, config, classes, run info) of a finished run, from its best checkpoint. The config
     is the one the model was built with: for a run saved before a field existed, the value that
     field had then (as the model's own loading fills it in), not today's default."""
-    info = load_json(os.path.join(run_dir, "run.json"))
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    info = load_json(os.path.join(run_dir, "run.json"), needs=("model", "data"))
     models.get(info["model"])  # imports the model's module, whose classes the checkpoint names
     classes = load_json(os.path.join(run_dir, "classes.json"))
     path = os.path.join(run_dir, "best.keras")
@@ -59,19 +73,22 @@ def source_listing(classes, info, data=None, strict=False):
 
 
 def split_part(run_dir, listing, part, source):
-    """The clips of the run's split `part` ("train" or "val") within `listing` (of `source`)."""
-    split = load_json(os.path.join(run_dir, "split.json"))
+    """The clips of the run's split `part` ("train", "val" or "test") within `listing` (of
+    `source`); None for "test" when the run holds no test part out (older runs, small data)."""
+    split = load_json(os.path.join(run_dir, "split.json"), needs=("train", "val", "val_paths"))
     if part == "train":
         return listing.subset(split["train"])
-    wanted = {os.path.abspath(p) for p in split["val_paths"]}
+    if part == "test" and not split.get("test"):
+        return None
+    wanted = {os.path.abspath(p) for p in split[f"{part}_paths"]}
     found = [i for i, p in enumerate(listing.paths) if p in wanted]
     if not found:
-        raise ValueError(f"{run_dir}: none of its {len(wanted)} validation clips is in {source} any more")
+        raise ValueError(f"{run_dir}: none of its {len(wanted)} {part} clips is in {source} any more")
     return listing.subset(found)
 
 
 def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
-    """The clips of a run's split `part` ("train" or "val"), or all clips of `data` if given."""
+    """The clips of a run's split `part` ("train", "val" or "test"), or all clips of `data` if given."""
     listing = source_listing(classes, info, data, strict)
     return listing if data is not None else split_part(run_dir, listing, part, info["data"])
 

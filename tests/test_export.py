@@ -14,7 +14,8 @@ from sora_tf import models
 from sora_tf.cli import main
 from sora_tf.config import override
 from sora_tf.export import saved_model, tflite
-from sora_tf.export.classify import export_tflite, serving_functions
+from sora_tf.export import classify as classify_export
+from sora_tf.export.classify import export_tflite
 from sora_tf.export.exporter import export_run
 from sora_tf.export.runtime import TFLiteStream, load_predictor, predict_videos
 from sora_tf.runs import load_clips, load_run, run_listing
@@ -110,15 +111,36 @@ def test_versions_increment_and_models_config(exported, tiny_run):
     assert "name: 'sora_cls'" in config and "base_path: '/models/sora_cls'" in config
 
 
-def test_interrupted_export_leaves_no_version(tiny_run, tmp_path, monkeypatch):
-    def crash(*args, **kwargs):  # after the SavedModel is written, before it is renamed into place
+def test_export_publishes_a_version_whole_and_readable(tiny_run, tmp_path, monkeypatch):
+    model_dir = tmp_path / "export" / "sora_cls"
+
+    def killed(*args, **kwargs):  # after the SavedModel is written, before the TFLite files are
         raise KeyboardInterrupt
-    monkeypatch.setattr(saved_model, "save_json", crash)
-    model, config, classes, _ = load_run(tiny_run)
+    monkeypatch.setattr(classify_export, "export_tflite", killed)
     with pytest.raises(KeyboardInterrupt):
-        saved_model.export_saved_model(model, config, classes, str(tmp_path), "sora_cls",
-                                        serving_functions(model, config, classes))
-    assert os.listdir(tmp_path / "sora_cls") == []
+        export_run(tiny_run, str(tmp_path / "export"), calibration_clips=4, parity_clips=4, variants=("float32",))
+    monkeypatch.undo()
+    assert sorted(os.listdir(model_dir)) == ["tflite"] and os.listdir(model_dir / "tflite") == []
+    # What a process killed outright leaves (no cleanup of its own ran): its temp folder, and a
+    # TFLite folder renamed into place before its SavedModel was.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    os.makedirs(model_dir / f".partial-{gone.pid}-x")
+    os.makedirs(model_dir / "tflite" / "1")
+    umask = os.umask(0o022)
+    try:
+        result = export_run(tiny_run, str(tmp_path / "export"), calibration_clips=4, parity_clips=4,
+                            variants=("float32",))
+    finally:
+        os.umask(umask)
+    assert sorted(os.listdir(model_dir)) == ["1", "tflite"]
+    assert os.path.basename(result["saved_model"]) == "1"
+    assert sorted(os.listdir(model_dir / "tflite" / "1")) == ["float32.tflite", "parity.json", "stream_float32.tflite"]
+    for path in (result["saved_model"], model_dir / "tflite" / "1"):  # readable by another user, e.g. TF Serving's
+        assert os.stat(path).st_mode & 0o777 == 0o755
+    for path in (os.path.join(result["saved_model"], "assets.extra", "sora_tf.json"), result["tflite"]["float32"],
+                 model_dir / "tflite" / "1" / "parity.json", tmp_path / "export" / "models.config"):
+        assert os.stat(path).st_mode & 0o777 == 0o644, path
 
 
 def test_rest_body_is_checked_against_the_signature(exported, val_clips):
@@ -133,10 +155,35 @@ def test_rest_body_is_checked_against_the_signature(exported, val_clips):
            ({"instances": clips[:1, :3].tolist()}, "does not fit"),
            ({"instances": [{"video": clips[0].tolist()}]}, "unknown input name"),
            ({"signature_name": "x"}, "instances"),
-           ({"instances": [[[1, 2], [3]]]}, "not a rectangular")]
+           ({"instances": [[[1, 2], [3]]]}, "not a rectangular"),
+           ({"instances": clips[:1].astype(float).tolist()}, "not floats")]  # 12.0 is a float in JSON
     for body, message in bad:
         with pytest.raises(ValueError, match=message):
             saved_model.check_rest_body(inputs, body)
+
+
+def test_signatures_and_predictors_reject_a_wrong_clip(exported, val_clips):
+    """A signature's declared shape is not enforced when it is called: T frames, 3 channels and
+    at least one clip are checked in the graph, with a message naming the expected shape."""
+    import tensorflow as tf
+
+    _, result = exported
+    _, clips, _ = val_clips
+    b, t, h, w, _ = clips.shape
+    signatures = tf.saved_model.load(result["saved_model"]).signatures
+    expected = f"frames must be uint8 \\[batch >= 1, {t} frames, height, width, 3 \\(RGB\\)\\]; got shape"
+    for shape in ((2, t // 2, h, w, 3), (1, 2 * t, h, w, 3), (0, t, h, w, 3), (1, t, h, w, 4), (1, t, 0, w, 3)):
+        for name in ("serving_default", "embed"):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=expected):
+                signatures[name](frames=tf.constant(np.zeros(shape, np.uint8)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"frames_jpeg must be strings \\[batch >= 1, {t}\\]"):
+        signatures["serving_jpeg"](frames_jpeg=tf.constant([[b"x"] * (t - 1)]))
+    for path in (result["saved_model"], result["tflite"]["float32"], result["tflite"]["stream_float32"]):
+        predictor = load_predictor(path)
+        with pytest.raises(ValueError, match="must be uint8 RGB pixels in \\[0, 255\\], got float64"):
+            predictor.predict(clips[0] / 255.0)
+        with pytest.raises(ValueError, match="must be uint8"):
+            predictor.predict(clips[0, : t - 1])
 
 
 def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
@@ -147,6 +194,7 @@ def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
     for path in result["tflite"].values():
         assert tflite.flex_ops(path) == []
         assert tflite.read_labels(path)[0] == classes
+        assert tflite.read_labels(path)[1]["fps"] == 0.0  # how the run sampled clips travels with the file
         assert zipfile.ZipFile(path).read("labels.txt").decode().split() == classes
     parity = {p["artifact"]: p for p in result["parity"]}  # (float32 parity: the shared harness)
     assert parity["tflite_int8"]["file_bytes"] < parity["tflite_float32"]["file_bytes"]
@@ -195,7 +243,7 @@ def test_int8_stream_equals_the_int8_clip_file(exported, val_clips):
     _, result = exported
     _, clips, _ = val_clips
     clip_file, stream = load_predictor(result["tflite"]["int8"]), TFLiteStream(result["tflite"]["stream_int8"])
-    for clip in clips.astype(np.float32):
+    for clip in clips:
         np.testing.assert_array_equal(stream.run_clip(clip), clip_file.predict(clip))
     for variant in ("int8", "stream_int8"):
         _assert_integer_only(result["tflite"][variant])
@@ -207,11 +255,12 @@ def test_int8_pair_with_a_two_layer_gru(tmp_path):
     module = models.get("sora_cls")
     config = override(module.Config.tiny(), ["rnn=gru", "rnn_layers=2"])
     model = module.build(config)
-    clips = np.random.default_rng(0).uniform(0, 255, (3, config.num_frames, config.image_size, config.image_size, 3))
+    clips = np.random.default_rng(0).integers(0, 256, (3, config.num_frames, config.image_size, config.image_size, 3),
+                                              dtype=np.uint8)
     paths = export_tflite(model, [str(i) for i in range(config.num_classes)], str(tmp_path), clips,
                                  variants=("int8",), stream_variants=("float32", "int8"))
     ref = np.asarray(model(clips, training=False)["probabilities"])
-    out = {k: np.stack([load_predictor(p).predict(c) for c in clips.astype(np.float32)]) for k, p in paths.items()}
+    out = {k: np.stack([load_predictor(p).predict(c) for c in clips]) for k, p in paths.items()}
     np.testing.assert_allclose(out["stream_float32"], ref, atol=1e-5)
     np.testing.assert_array_equal(out["stream_int8"], out["int8"])
     np.testing.assert_allclose(out["int8"], ref, atol=0.1)

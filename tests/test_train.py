@@ -12,8 +12,9 @@ import pytest
 from sora_tf.cli import main
 from sora_tf.export.runtime import load_predictor, predict_videos
 from sora_tf.data.pipeline import eval_clip
-from sora_tf.runs import load_clips, load_run, run_listing
+from sora_tf.runs import load_checkpoint, load_clips, load_run, run_listing
 from sora_tf.train.evaluate import evaluate
+from sora_tf.train.fitting import RunCheckpoint
 from sora_tf.train.run import train
 from tests.conftest import history_epochs
 
@@ -42,6 +43,13 @@ def test_evaluate_writes_metrics_and_is_deterministic(tiny_run):
     assert multi["temporal_clips"] == 3 and multi["spatial_crops"] == 3
     assert 0 <= multi["accuracy"] <= 1 and sum(map(sum, multi["confusion_matrix"]["rows_true_cols_pred"])) == 7
     assert metrics["single_view"]["accuracy"] == metrics["accuracy"]
+    # the held-out test clips, beside validation: one a class, on no other side of the split
+    split = json.load(open(os.path.join(tiny_run, "split.json")))
+    parts = [set(split[k]) for k in ("train", "val", "test")]
+    assert len(split["test"]) == 7 and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert metrics["split"] == "validation" and metrics["test"]["num_clips"] == 7
+    assert metrics["test"]["per_class"]["left"]["support"] == 1
+    assert metrics["class_weight"] == {"setting": "auto", "weights": None}  # balanced classes: none needed
     for png in ("confusion_matrix.png", "training_curves.png"):
         assert os.path.getsize(os.path.join(tiny_run, png)) > 1000
 
@@ -69,6 +77,87 @@ def test_weight_average_is_what_is_validated_checkpointed_and_resumed(tiny_data,
     assert loss == pytest.approx(logged[state["best_epoch"]], rel=1e-4)
     train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
     assert history_epochs(run) == [0, 1, 2]
+
+
+def _weights(path):
+    model = load_checkpoint(path)
+    averages = getattr(getattr(model, "optimizer", None), "_model_variables_moving_average", None) or []
+    return [w.numpy() for w in model.weights] + [a.numpy() for a in averages if a is not None]
+
+
+def test_killed_run_resumed_equals_an_uninterrupted_one(tiny_data, tmp_path, monkeypatch):
+    """With the weight average on: the same weights, average, optimizer state, step count and
+    logged losses as a run never killed (last.keras resumes from the raw weights, the data
+    stream from where it was)."""
+    sets = ["ema_momentum=0.9", "patience=5"]
+    whole = train("sora_cls", tiny_data, str(tmp_path / "whole"), epochs=3, preset="tiny", sets=sets, verbose=0)
+    save = RunCheckpoint.on_epoch_end
+
+    def killed_after_the_second_epoch(self, epoch, logs=None):
+        save(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(RunCheckpoint, "on_epoch_end", killed_after_the_second_epoch)
+    cut = str(tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        train("sora_cls", tiny_data, cut, epochs=3, preset="tiny", sets=sets, verbose=0)
+    monkeypatch.undo()
+    train("sora_cls", out=cut, resume=True, verbose=0)
+    for name in ("last.keras", "best.keras"):
+        for a, b in zip(_weights(os.path.join(whole, name)), _weights(os.path.join(cut, name)), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=name)
+    steps = [int(load_checkpoint(os.path.join(run, "last.keras")).optimizer.iterations) for run in (whole, cut)]
+    per_epoch = len(json.load(open(os.path.join(whole, "split.json")))["train"]) // 8  # whole batches of 8
+    assert steps[0] == steps[1] == 3 * per_epoch == 3 * 3  # Keras took an extra step an epoch once
+    rows = [list(csv.DictReader(open(os.path.join(run, "history.csv")))) for run in (whole, cut)]
+    for a, b in zip(*rows, strict=True):
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+
+
+def test_same_command_same_run_readable_by_others(tiny_data, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        runs = [train("sora_cls", tiny_data, str(tmp_path / name), epochs=1, preset="tiny", verbose=0)
+                for name in ("a", "b")]
+    finally:
+        os.umask(umask)
+    for a, b in zip(*[_weights(os.path.join(run, "last.keras")) for run in runs], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in ("best.keras", "last.keras", "config.json", "split.json", "state.json", "data_report.json"):
+        assert os.stat(os.path.join(runs[0], name)).st_mode & 0o777 == 0o644, name
+
+
+def test_class_weights():
+    from sora_tf.models import sora_cls
+    from sora_tf.train.classify import class_weights
+
+    config = sora_cls.Config(num_classes=3)
+    assert class_weights(config, [0, 0, 1, 1, 2, 2, 2]) is None  # auto: within 1.5x
+    skewed = [0] * 8 + [1] * 2 + [2] * 2
+    weights = class_weights(config, skewed)
+    assert weights == pytest.approx({0: 0.5, 1: 2.0, 2: 2.0})  # each class weighs as much in all
+    assert class_weights(config.__class__(num_classes=3, class_weight="none"), skewed) is None
+    assert class_weights(config.__class__(num_classes=3, class_weight="balanced"), [0, 0, 1, 1, 2, 2, 2]) \
+        == pytest.approx({0: 7 / 6, 1: 7 / 6, 2: 7 / 9})
+
+
+def test_predict_samples_clips_as_evaluation_does(tiny_data, tmp_path):
+    """A run trained at 100 frames per second (above the videos' own rate: T consecutive frames):
+    evaluation takes its clip at that rate, and so does predict."""
+    from sora_tf.data.pipeline import dataset_for
+
+    run = train("sora_cls", tiny_data, str(tmp_path / "fps"), epochs=1, preset="tiny", sets=["fps=100"], verbose=0)
+    model, config, classes, info = load_run(run)
+    listing = run_listing(run, classes, info)
+    batch = next(iter(dataset_for(listing, clip_len=config.num_frames, size=(config.image_size,) * 2,
+                                  training=False, batch_size=1, strides=listing.strides(config.fps))))
+    video = batch["path"][0].numpy().decode()
+    clip = eval_clip(video, config.num_frames, (config.image_size,) * 2, config.fps)
+    assert (clip == batch["frames"][0].numpy()).all()
+    assert not (clip == eval_clip(video, config.num_frames, (config.image_size,) * 2)).all()  # not the whole video
+    [(_, top)] = predict_videos(load_predictor(run), [video], top_k=1)
+    probs = np.asarray(model(batch["frames"], training=False)["probabilities"])[0]
+    assert top[0] == (classes[int(probs.argmax())], pytest.approx(float(probs.max()), abs=1e-5))
 
 
 def test_weight_average_warms_up():

@@ -28,8 +28,8 @@ def bench_tflite(export_dir, val_clips=None, repeat=20):
                 row[f"ms_per_frame_{threads}t"] = timeit(lambda: model.step(frame), repeat * 10)[0] * 1e3
             else:
                 model = TFLiteClip(path, threads)
-                clip = np.random.default_rng(0).uniform(0, 255, (model.num_frames, model.image_size,
-                                                                 model.image_size, 3))
+                clip = np.random.default_rng(0).integers(0, 256, (model.num_frames, model.image_size,
+                                                                  model.image_size, 3), dtype=np.uint8)
                 row[f"ms_per_clip_{threads}t"] = timeit(lambda: model.predict(clip), repeat)[0] * 1e3
         row["command"] = f"{COMMAND} --only tflite --export {export_dir}"
         rows.append(row)

@@ -11,25 +11,29 @@ import numpy as np
 import tensorflow as tf
 
 from sora_tf.data.prepared import make_prepared_dataset
-from sora_tf.data.sampling import sample_indices, view_indices, without_autotune_stall
-from sora_tf.data.video import VideoError, count_frames, read_frames, single_threaded_opencv
+from sora_tf.data.sampling import epoch_stream, sample_indices, view_indices, without_autotune_stall
+from sora_tf.data.video import VideoError, probe, read_frames, single_threaded_opencv
+from sora_tf.progress import bar
 
 log = logging.getLogger("sora_tf.data")
 
 
-def eval_clip(path, clip_len, size):
-    """uint8 [T, H, W, 3]: the eval view of one video file, as `predict` and `anomaly` read it."""
-    indices, _ = sample_indices(count_frames(path), clip_len, training=False)
+def eval_clip(path, clip_len, size, fps=0.0):
+    """uint8 [T, H, W, 3]: the eval view of one video file, sampled as evaluation samples it (at
+    `fps` frames per second, 0: over the whole video), as `predict` and `anomaly` read it."""
+    count, rate = probe(path)
+    stride = rate / fps if fps > 0 and rate > 0 else 0.0
+    indices, _ = sample_indices(count, clip_len, training=False, stride=stride)
     return read_frames(path, indices.numpy(), size)
 
 
-def per_video(videos, clip_len, size, fn):
+def per_video(videos, clip_len, size, fn, fps=0.0):
     """[(video, fn(its eval clip) or the error string)] for `predict` and `anomaly`: a video that
     is missing or cannot be decoded gets its error (which names it) and the rest go on."""
     results = []
-    for video in videos:
+    for video in bar(videos, "videos", unit="video"):
         try:
-            clip = eval_clip(video, clip_len, size)
+            clip = eval_clip(video, clip_len, size, fps)
         except (ValueError, OSError) as e:
             results.append((video, str(e)))
             continue
@@ -50,9 +54,11 @@ class DecodeFailures:
 
 
 def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size, seed=0,
-                 stride_range=1.0, strides=None, failures=None, shuffle_buffer=None,
-                 drop_remainder=None, cache=False, views=None):
+                 stride_range=1.0, strides=None, failures=None, cache=False, views=None, skip=0):
     """Batched dict elements {frames uint8 [B,T,H,W,3], label, padded, path}.
+
+    Evaluation (`training=False`): every clip once, in the listing's order. Training: an endless
+    stream of whole batches, after `skip` clips (see `epoch_stream`).
 
     Decoding is `tf.numpy_function` over OpenCV with `num_parallel_calls`: OpenCV releases the
     GIL while it decodes, so files decode in parallel with no Python loop over the dataset.
@@ -113,14 +119,13 @@ def make_dataset(paths, labels, counts, *, clip_len, size, training, batch_size,
     if cache:
         ds = ds.map(load_video, num_parallel_calls=tf.data.AUTOTUNE).filter(_decoded).cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer or len(paths), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds)
-    ds = ds.map(take_clip if cache else load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
-    ds = ds.filter(_decoded).map(_drop_ok)
-    drop = training if drop_remainder is None else drop_remainder
-    return without_autotune_stall(
-        ds.batch(batch_size, drop_remainder=drop and len(paths) >= batch_size).prefetch(tf.data.AUTOTUNE))
+        ds = epoch_stream(ds, len(paths), seed=seed, skip=skip, batch_size=batch_size,
+                          make_clip=take_clip if cache else load, keep=None if cache else _decoded,
+                          finish=_drop_ok)
+        return without_autotune_stall(ds.prefetch(tf.data.AUTOTUNE))
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(len(paths)).map(lambda i: tf.stack([seed, i])))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).filter(_decoded).map(_drop_ok)
+    return without_autotune_stall(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def dataset_for(listing, **kwargs):

@@ -20,9 +20,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.atomic import atomic_dir
-from sora_tf.data.sampling import sample_indices, view_indices, without_autotune_stall
+from sora_tf.atomic import atomic_dir, check_replaceable
+from sora_tf.data.sampling import epoch_stream, sample_indices, view_indices, without_autotune_stall
 from sora_tf.data.video import VideoError, read_frames
+from sora_tf.progress import bar
 
 log = logging.getLogger("sora_tf.data")
 
@@ -57,6 +58,7 @@ def prepare(listing, out, size=128, shard_clips=64, quality=90, workers=None):
     """
     if size < 8 or not 1 <= quality <= 100 or shard_clips < 1:
         raise ValueError(f"bad prepare settings: size={size}, quality={quality}, shard_clips={shard_clips}")
+    check_replaceable(out, MANIFEST, "prepared data")
     n = len(listing.paths)
     shards = math.ceil(n / shard_clips)
     clips, skipped = [], [{"path": p, "reason": r} for p, r in listing.skipped]
@@ -73,7 +75,8 @@ def prepare(listing, out, size=128, shard_clips=64, quality=90, workers=None):
             name = f"clips-{s:05d}-of-{shards:05d}.tfrecord"
             ids = range(s * shard_clips, min(n, (s + 1) * shard_clips))
             with tf.io.TFRecordWriter(os.path.join(tmp, name)) as writer:
-                for i, jpegs in zip(ids, pool.map(encode, ids)):
+                for i, jpegs in zip(ids, bar(pool.map(encode, ids), f"prepare shard {s + 1}/{shards}",
+                                             len(ids), "clip")):
                     if isinstance(jpegs, str):
                         log.warning("skipping %s: %s", listing.paths[i], jpegs)
                         skipped.append({"path": listing.paths[i], "reason": jpegs})
@@ -107,20 +110,17 @@ def _parse(record):
             "jpegs": sequences["frames"]}
 
 
-def read_records(root, indices, training, seed=0, cache=False):
-    """Dataset of {index, label, jpegs} for the records in `indices`, read with parallel
-    interleave over the shards while training."""
+def read_records(root, indices, training, cache=False):
+    """Dataset of {index, label, jpegs} for the records in `indices`, in a fixed order (training
+    shuffles them per epoch afterwards): shards interleaved in parallel while training, read in
+    order for evaluation, so its clips come in the listing's order."""
     manifest = load_manifest(root)
     files = [os.path.join(root, s) for s in manifest["shards"]]
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # Training interleaves shards in parallel; evaluation reads them in order, so its clips come
-    # in the listing's order (decoding, the costly part, is parallel either way).
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)) if training else 1,
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+                       num_parallel_calls=tf.data.AUTOTUNE)
     wanted = tf.constant(sorted(set(indices)), tf.int64)
-    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.filter(lambda e: tf.reduce_any(tf.equal(wanted, e["index"])))
     return ds.cache() if cache else ds
 
@@ -136,9 +136,10 @@ def decode_jpegs(jpegs, size):
 
 
 def make_prepared_dataset(root, records, *, clip_len, size, training, batch_size, seed=0,
-                          stride_range=1.0, strides=None, cache=False, views=None, drop_remainder=None):
+                          stride_range=1.0, strides=None, cache=False, views=None, skip=0):
     """`make_dataset`'s elements, read from a prepared folder: clips sampled from the stored
-    frames with the same `sample_indices` / `view_indices`, JPEGs decoded in-graph."""
+    frames with the same `sample_indices` / `view_indices`, JPEGs decoded in-graph; for training,
+    the same endless stream (`epoch_stream`)."""
     manifest = load_manifest(root)
     total = len(manifest["clips"])
     stride_table = np.zeros(total, np.float32)
@@ -163,12 +164,11 @@ def make_prepared_dataset(root, records, *, clip_len, size, training, batch_size
         return {"frames": frames, "label": element["label"], "padded": padded,
                 "path": tf.gather(paths, element["index"])}
 
-    ds = read_records(root, records, training, seed, cache)
+    ds = read_records(root, records, training, cache)
     if training:
-        ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds).map(load, num_parallel_calls=tf.data.AUTOTUNE,
-                                            deterministic=not training)
-    drop = training if drop_remainder is None else drop_remainder
-    return without_autotune_stall(
-        ds.batch(batch_size, drop_remainder=drop and len(records) >= batch_size).prefetch(tf.data.AUTOTUNE))
+        ds = epoch_stream(ds, len(set(records)), seed=seed, skip=skip, make_clip=load,
+                          batch_size=batch_size)
+        return without_autotune_stall(ds.prefetch(tf.data.AUTOTUNE))
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(len(records)).map(lambda i: tf.stack([seed, i])))
+    return without_autotune_stall(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+                                  .prefetch(tf.data.AUTOTUNE))

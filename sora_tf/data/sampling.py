@@ -73,13 +73,28 @@ def crop_views(frames, crops):
 def without_autotune_stall(ds):
     """`ds` with tf.data's autotuner off; AUTOTUNE parallelism then defaults to the core count.
 
-    The autotuner's thread sleeps on a doubling period (10 ms ... 10.24 s, so it wakes about
-    10.2 s, 20.5 s, 41 s ... after an iterator starts), and destroying the iterator waits for its
-    next wake-up. Every pass over a dataset (each epoch, each validation) pays that wait: over
-    206 fight_surv clips, 4 of 6 passes ended 3 to 3.5 s late (7 s of decoding, 10.3 s in all),
-    which made tf.data look 30% slower than it is. Measured with the autotuner off: no late
-    ends, and the same decoding rate.
+    The autotuner's thread sleeps on a doubling period, and destroying an iterator waits for its
+    next wake-up, so every pass over a dataset (each epoch, each validation) could end seconds
+    late; with it off, passes decode at the same rate and end on time (docs/data.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
+
+
+def epoch_stream(elements, count, *, seed, skip, make_clip, batch_size, keep=None, finish=None):
+    """Training batches without end (fit takes the run's steps per epoch from it): the `count`
+    `elements` in a new order each pass, drawn from `seed`, and for each clip
+    `make_clip(element, seed_pair)` with a seed pair of its own, (seed, position in the stream).
+    The same command gives the same batches. `skip` clips are passed over first, before any
+    decoding: a run resumed after k epochs of N batches skips k N batch_size clips and gets the
+    batches the uninterrupted run had next. `keep`: a filter after `make_clip` (clips that
+    failed to decode), `finish` a map after it."""
+    stream = elements.shuffle(count, seed=seed, reshuffle_each_iteration=True).repeat().skip(skip)
+    seeds = tf.data.Dataset.range(skip, 2 ** 62).map(lambda i: tf.stack([tf.constant(seed, tf.int64), i]))
+    clips = tf.data.Dataset.zip(stream, seeds).map(make_clip, num_parallel_calls=tf.data.AUTOTUNE)
+    if keep is not None:
+        clips = clips.filter(keep)
+    if finish is not None:
+        clips = clips.map(finish)
+    return clips.batch(batch_size, drop_remainder=True)

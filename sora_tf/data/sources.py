@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sora_tf.data.prepared import is_prepared, load_manifest
 from sora_tf.data.video import VideoError, probe
+from sora_tf.progress import bar
 
 log = logging.getLogger("sora_tf.data")
 
@@ -37,7 +38,8 @@ class Listing:
     fps: list = None  # container frame rate per clip, 0.0 when unknown
     prepared: str = None  # the prepared folder these clips are read from, if any
     records: list = None  # their record indices there
-    splits: list = None  # "train" or "val" per clip, from a manifest's `split` column
+    splits: list = None  # "train", "val" or "test" per clip, from a manifest's `split` column
+    hidden: list = dataclasses.field(default_factory=list)  # hidden files passed over (".name")
 
     def strides(self, fps):
         """Per-clip eval spacing in frames for sampling at `fps` (0: over the whole video)."""
@@ -51,6 +53,8 @@ class Listing:
             "per_class": {c: self.labels.count(i) for i, c in enumerate(self.classes)},
             "skipped": len(self.skipped),
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+            "hidden_files_passed_over": len(self.hidden),
+            "hidden_files": self.hidden[:100],
             "groups": len(set(self.groups)) if self.groups else None,
         }
 
@@ -71,14 +75,17 @@ def _from_folder(root):
     )
     if not classes:
         raise ValueError(f"{root}: no class folders (expected {root}/<class>/<video files>)")
-    items = []
+    items, hidden = [], []
     for label, name in enumerate(classes):
         folder = os.path.join(root, name)
         for entry in sorted(os.listdir(folder)):
-            if entry.startswith(".") or entry in IGNORED_NAMES:
-                continue
-            items.append((os.path.join(folder, entry), label, None))
-    return _with_source_groups(root, items), classes
+            if entry.startswith("."):  # .DS_Store, editors' and sync tools' files
+                hidden.append(os.path.join(folder, entry))
+            elif entry not in IGNORED_NAMES:
+                items.append((os.path.join(folder, entry), label, None))
+    if hidden:
+        log.info("%s: %d hidden file(s) passed over (e.g. %s)", root, len(hidden), hidden[0])
+    return _with_source_groups(root, items), classes, hidden
 
 
 def read_videos_txt(path):
@@ -136,22 +143,43 @@ def _with_source_groups(root, items):
     return [(p, label, groups.get(stem, f"clip:{stem}")) for (p, label, _), stem in zip(items, stems)]
 
 
+def _read_csv(path):
+    """The manifest's rows as dicts, header stripped of spaces; UTF-8, with or without the byte-
+    order mark that Excel writes; an error naming the file for anything else."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [h.strip() for h in reader.fieldnames or []]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): save the manifest as UTF-8 CSV") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a readable CSV ({e})") from None
+    return header, [{k.strip(): v for k, v in r.items() if k is not None} for r in rows]
+
+
 def _from_csv(path):
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise ValueError(f"{path}: a manifest needs a header with 'path' and 'label' columns")
-    classes = sorted({r["label"] for r in rows})
+    header, rows = _read_csv(path)
+    if not {"path", "label"} <= set(header):
+        raise ValueError(f"{path}: a manifest needs a header with 'path' and 'label' columns, got {header}")
+    if not rows:
+        raise ValueError(f"{path}: a manifest with no rows")
+    for line, r in enumerate(rows, 2):
+        for column in ("path", "label") + (("split",) if "split" in header else ()):
+            if not (r.get(column) or "").strip():
+                raise ValueError(f"{path}:{line}: no {column} in this row")
+    classes = sorted({r["label"].strip() for r in rows})
     index = {c: i for i, c in enumerate(classes)}
-    grouped = "group" in rows[0]
-    items = [(os.path.join(base, r["path"]), index[r["label"]], r["group"] if grouped else None) for r in rows]
+    grouped = "group" in header
+    items = [(os.path.join(base, r["path"].strip()), index[r["label"].strip()],
+              (r.get("group") or "").strip() if grouped else None) for r in rows]
     splits = None
-    if "split" in rows[0]:  # {clip path: "train" or "val"}, the run's split as given
-        bad = sorted({r["split"] for r in rows} - {"train", "val"})
+    if "split" in header:  # {clip path: "train", "val" or "test"}, the run's split as given
+        bad = sorted({r["split"].strip() for r in rows} - {"train", "val", "test"})
         if bad:
-            raise ValueError(f"{path}: the split column takes 'train' or 'val', not {bad}")
-        splits = {p: r["split"] for (p, _, _), r in zip(items, rows)}
+            raise ValueError(f"{path}: the split column takes 'train', 'val' or 'test', not {bad}")
+        splits = {p: r["split"].strip() for (p, _, _), r in zip(items, rows)}
     return items, classes, splits
 
 
@@ -183,16 +211,20 @@ def list_clips(source, strict=False, workers=None):
         return _from_prepared(source)
     if os.path.isdir(source):
         manifest = os.path.join(source, "manifest.csv")
-        items, classes, splits = _from_csv(manifest) if os.path.isfile(manifest) else (*_from_folder(source), None)
+        hidden = []
+        if os.path.isfile(manifest):
+            items, classes, splits = _from_csv(manifest)
+        else:
+            (items, classes, hidden), splits = _from_folder(source), None
     elif source.endswith(".csv"):
-        items, classes, splits = _from_csv(source)
+        (items, classes, splits), hidden = _from_csv(source), []
     else:
         raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
     # OpenCV releases the GIL while decoding, so threads probe files in parallel.
     with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-        probes = list(pool.map(_probe, [p for p, _, _ in items]))
+        probes = list(bar(pool.map(_probe, [p for p, _, _ in items]), "probing videos", len(items), "video"))
     grouped = any(g is not None for _, _, g in items)
-    listing = Listing([], [], [], classes, [], [] if grouped else None, [])
+    listing = Listing([], [], [], classes, [], [] if grouped else None, [], hidden=hidden)
     for (path, label, group), (count, fps, reason) in zip(items, probes):
         if reason is None:
             listing.paths.append(path)
@@ -211,3 +243,22 @@ def list_clips(source, strict=False, workers=None):
     if splits:
         listing.splits = [splits[p] for p in listing.paths]
     return listing
+
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp",
+                    ".ogv", ".ts", ".mts"}
+
+
+def video_files(paths):
+    """The files named in `paths`, with each folder replaced by the video files under it (by
+    extension, hidden files passed over), in order; a missing path is kept, to fail by name."""
+    found = []
+    for path in paths:
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        for folder, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(folder, f) for f in sorted(files)
+                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
+    return found

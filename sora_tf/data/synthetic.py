@@ -15,7 +15,7 @@ import os
 import cv2
 import numpy as np
 
-from sora_tf.atomic import atomic_dir
+from sora_tf.atomic import atomic_dir, check_replaceable
 from sora_tf.data.video import write_video
 
 log = logging.getLogger("sora_tf.data")
@@ -36,7 +36,7 @@ class Variant:
 
 VARIANTS = {
     "tiny": Variant(clips_per_class=6, size=48, frames=16),
-    "default": Variant(clips_per_class=400, size=96, frames=24),
+    "default": Variant(clips_per_class=480, size=96, frames=24),
 }
 
 
@@ -151,6 +151,7 @@ def default_root():
 def generate(out_dir, variant="default", seed=0):
     """Write the dataset to `out_dir` atomically (a temp dir renamed into place)."""
     spec = VARIANTS[variant]
+    check_replaceable(out_dir, "dataset.json", "a generated dataset")
     with atomic_dir(out_dir) as tmp:
         rows = []
         for label, cls in enumerate(CLASSES):

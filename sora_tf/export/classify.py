@@ -20,9 +20,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.atomic import atomic_dir, save_json
+from sora_tf.atomic import save_json
 from sora_tf.export import parity, saved_model, tflite
 from sora_tf.export.runtime import load_predictor
+from sora_tf.progress import bar
 
 CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
 STREAM_VARIANTS = ("float32", "int8", "int16x8")
@@ -46,6 +47,8 @@ def serving_functions(model, config, classes):
         return {"embedding": model(saved_model.preprocess(frames, config), training=False)["embedding"]}
 
     def serving_jpeg(frames_jpeg):
+        frames_jpeg = saved_model.checked(frames_jpeg, 2, {0: None, 1: t},
+                                          f"frames_jpeg must be strings [batch >= 1, {t}] of JPEG frames")
         flat = tf.reshape(frames_jpeg, [-1])
         decoded = tf.map_fn(lambda b: tf.io.decode_jpeg(b, channels=3), flat,
                             fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
@@ -114,8 +117,7 @@ def export_tflite(model, classes, out_dir, calibration, variants=CLIP_VARIANTS,
     config = model.config
     unrolled = model.unrolled()
     os.makedirs(out_dir, exist_ok=True)
-    spec = {"num_frames": config.num_frames, "image_size": config.image_size,
-            "pixel_range": [0, 255], "layout": "RGB", **(info or {})}
+    spec = {**saved_model.sampling(config), "pixel_range": [0, 255], "layout": "RGB", **(info or {})}
     clips = np.asarray(calibration, np.float32)
     shapes = model.stream_state_shapes()
     stream = model.unrolled(implementation=1).stream(batch=1)
@@ -166,22 +168,19 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     entries = [_entry("keras", reference, reference, val_labels)]
 
-    path = saved_model.export_saved_model(model, config, classes, root, name,
-                                          serving_functions(model, config, classes), info)
-    version = os.path.basename(path)
-    serving = tf.saved_model.load(path).signatures["serving_default"]
-    probs = np.concatenate([serving(frames=tf.constant(val_clips[i:i + 16]))["probabilities"].numpy()
-                            for i in range(0, len(val_clips), 16)])
-    entries.append(_entry("saved_model", probs, reference, val_labels))
-
-    final = os.path.join(root, name, "tflite", version)
-    with atomic_dir(final) as tmp:
+    with saved_model.publishing(root, name) as (version, staged, tmp):
+        saved_model.write_saved_model(model, config, classes, staged, name,
+                                      serving_functions(model, config, classes), info)
+        serving = tf.saved_model.load(staged).signatures["serving_default"]
+        probs = np.concatenate([serving(frames=tf.constant(val_clips[i:i + 16]))["probabilities"].numpy()
+                                for i in range(0, len(val_clips), 16)])
+        entries.append(_entry("saved_model", probs, reference, val_labels))
         paths = export_tflite(model, classes, tmp, calib[0].astype(np.float32),
                               variants=[v for v in CLIP_VARIANTS if variants is None or v in variants],
                               stream_variants=[v for v in STREAM_VARIANTS if variants is None or v in variants],
-                              info={**info, "version": int(version)})
+                              info={**info, "version": version})
         outputs = {}
-        for key, file in paths.items():
+        for key, file in bar(paths.items(), "parity of TFLite files", unit="file"):
             if tflite.flex_ops(file):
                 raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
             runner = load_predictor(file)  # a clip model, or a streaming one fed frame by frame
@@ -192,5 +191,7 @@ def export(model, classes, root, name, val, calib, info, variants=None):
                 extra["top1_agreement_with_clip_file"] = float(np.mean(probs.argmax(1) == clip_twin.argmax(1)))
             entries.append(_entry(f"tflite_{key}", probs, reference, val_labels, **extra))
         save_json(os.path.join(tmp, "parity.json"), entries)
+    path = os.path.join(root, name, str(version))
+    final = os.path.join(root, name, "tflite", str(version))
     return {"saved_model": path, "tflite": {k: os.path.join(final, os.path.basename(p)) for k, p in paths.items()},
             "parity": entries}

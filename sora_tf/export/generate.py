@@ -23,7 +23,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.atomic import atomic_dir, save_json
+from sora_tf.atomic import save_json
 from sora_tf.export import parity, saved_model, tflite
 from sora_tf.models.blocks import to_uint8
 
@@ -33,18 +33,32 @@ TFLITE_VARIANTS = ("float32", "int8")
 def serving_functions(model, config):
     t = config.num_frames
 
+    k, size = config.num_classes, config.latent_shape[0]
+
     def labels_or_none(class_id):
         return class_id if config.conditional else None
+
+    def checked_classes(class_id, batch):
+        """class_id [batch] in [0, classes): an id out of range would decode as no class at all."""
+        class_id = saved_model.checked(class_id, 1, {0: batch}, "class_id must be int32 [batch >= 1], one per clip")
+        in_range = tf.reduce_all((class_id >= 0) & (class_id < k))
+        with tf.control_dependencies([tf.debugging.Assert(in_range, [f"class_id must be in [0, {k})"])]):
+            return tf.identity(class_id)
 
     def encode(frames):
         q = model.encoder(saved_model.preprocess(frames, config), training=False)
         return {"z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
 
     def decode(z, class_id):
+        z = saved_model.checked(z, 2, {0: None, 1: size}, f"z must be float32 [batch >= 1, {size}]")
+        class_id = checked_classes(class_id, tf.shape(z)[0])
         return {"frames": to_uint8(model.decoder(model.decoder_inputs(z, labels_or_none(class_id)),
                                                  training=False))}
 
     def generate(class_id, seed):
+        class_id = checked_classes(class_id, None)
+        seed = saved_model.checked(seed, 2, {0: tf.shape(class_id)[0], 1: 2},
+                                   "seed must be int32 [batch, 2], one pair per class_id")
         noise = tf.map_fn(lambda sd: tf.random.stateless_normal(config.noise_shape, sd), seed,
                           fn_output_signature=tf.float32)
         return decode(model.latent_from_noise(noise, labels_or_none(class_id)), class_id)
@@ -109,14 +123,8 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     from ai_edge_litert.interpreter import Interpreter
 
     config = model.config
-    path = saved_model.export_saved_model(model, config, classes, root, name,
-                                          serving_functions(model, config), info)
-    version = os.path.basename(path)
-    loaded = tf.saved_model.load(path)
     val_clips, val_labels = val
     keras_rec = np.asarray(model.reconstruct(val_clips)) * 255.0
-    served = loaded.signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
-    entries = [parity.entry("saved_model.reconstruct", served, keras_rec, psnr_vs_keras_db=_psnr(served, keras_rec))]
     unrolled, fns = tflite_functions(model)
     reference = {"encoder": [{"z_mean": np.asarray(model.encoder(c[None], training=False)["z_mean"])}
                              for c in val_clips]}
@@ -126,18 +134,20 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in val_clips], "decoder": dec_val}
     calib_inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in calib[0]],
                     "decoder": _decoder_inputs(model, calib[0], calib[1])}
-    final = os.path.join(root, name, "tflite", version)
     files = {}
-    with atomic_dir(final) as tmp:
+    with saved_model.publishing(root, name) as (version, staged, tmp):
+        saved_model.write_saved_model(model, config, classes, staged, name, serving_functions(model, config), info)
+        served = tf.saved_model.load(staged).signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
+        entries = [parity.entry("saved_model.reconstruct", served, keras_rec, psnr_vs_keras_db=_psnr(served, keras_rec))]
+        final = os.path.join(root, name, "tflite", str(version))
         for part, fn in fns.items():
             for variant in [v for v in TFLITE_VARIANTS if variants is None or v in variants]:
                 flat = tflite.convert(fn, unrolled, variant, lambda p=part: iter(calib_inputs[p]))
                 key = f"{part}_{variant}"
                 file = tflite.write_with_labels(
                     os.path.join(tmp, f"{key}.tflite"), flat, classes,
-                    {"kind": part, "variant": variant, "num_frames": config.num_frames,
-                     "image_size": config.image_size, "latent_shape": list(config.latent_shape),
-                     "pixel_range": [0, 255], **info, "version": int(version)})
+                    {"kind": part, "variant": variant, **saved_model.sampling(config),
+                     "latent_shape": list(config.latent_shape), "pixel_range": [0, 255], **info, "version": version})
                 if tflite.flex_ops(file):
                     raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
                 runner = Interpreter(model_path=file).get_signature_runner()
@@ -150,4 +160,5 @@ def export(model, classes, root, name, val, calib, info, variants=None):
                 entries.append(parity.entry(f"tflite_{key}", got, want, **extra))
                 files[key] = os.path.join(final, f"{key}.tflite")
         save_json(os.path.join(tmp, "parity.json"), entries)
+    path = os.path.join(root, name, str(version))
     return {"saved_model": path, "tflite": files, "parity": entries}

@@ -21,7 +21,29 @@ def _interpreter(path, threads=None):
     return Interpreter(model_path=path, num_threads=threads)
 
 
-class _TFLite:
+class _Predictor:
+    """What every predictor has: `classes`, how its clips are sampled (`num_frames`, `image_size`,
+    `fps`, as evaluation sampled them) and `predict(clip)` on a checked clip."""
+
+    classes, num_frames, image_size, fps = (), 0, 0, 0.0
+
+    def _sampling(self, spec):
+        self.num_frames, self.image_size = spec["num_frames"], spec["image_size"]
+        self.fps = float(spec.get("fps", 0.0))  # exports from before it was recorded: the whole video
+
+    def checked(self, clip):
+        """`clip` if it is uint8 [T, S, S, 3] at this model's T and S, else a ValueError that says
+        what is expected (floats in [0, 1] cast to uint8 would be black frames)."""
+        clip = np.asarray(clip)
+        want = (self.num_frames, self.image_size, self.image_size, 3)
+        if clip.dtype != np.uint8:
+            raise ValueError(f"a clip must be uint8 RGB pixels in [0, 255], got {clip.dtype}")
+        if clip.shape != want:
+            raise ValueError(f"a clip must be uint8 {list(want)} (frames, height, width, RGB), got {list(clip.shape)}")
+        return clip
+
+
+class _TFLite(_Predictor):
     """A .tflite written by export, of the `kind` its spec says (checked)."""
 
     kind, called = None, None
@@ -30,7 +52,7 @@ class _TFLite:
         self.classes, self.spec = read_labels(path)
         if self.spec.get("kind") != self.kind:
             raise ValueError(f"{path}: a {self.spec.get('kind')} model, not a {self.called} model")
-        self.num_frames, self.image_size = self.spec["num_frames"], self.spec["image_size"]
+        self._sampling(self.spec)
         self.runner = _interpreter(path, threads).get_signature_runner()
 
 
@@ -40,7 +62,7 @@ class TFLiteClip(_TFLite):
     kind, called = "clip", "clip"
 
     def predict(self, clip):
-        return self.runner(frames=np.asarray(clip, np.float32)[None])["probabilities"][0]
+        return self.runner(frames=self.checked(clip).astype(np.float32)[None])["probabilities"][0]
 
 
 class TFLiteStream(_TFLite):
@@ -63,15 +85,17 @@ class TFLiteStream(_TFLite):
         return out["probabilities"][0], out["embedding"][0]
 
     def run_clip(self, clip):
+        """The clip's probabilities: its T frames fed one by one from the start state."""
         self.reset()
         for frame in clip:
             probs, _ = self.step(frame)
         return probs
 
-    predict = run_clip
+    def predict(self, clip):
+        return self.run_clip(self.checked(clip))
 
 
-class SavedModelClip:
+class SavedModelClip(_Predictor):
     """A SavedModel written by export: its `serving_default` signature, as TF Serving calls it."""
 
     def __init__(self, path):
@@ -79,26 +103,27 @@ class SavedModelClip:
 
         with open(os.path.join(path, "assets.extra", "sora_tf.json")) as f:
             meta = json.load(f)
-        self.classes, self.num_frames, self.image_size = meta["classes"], meta["num_frames"], meta["image_size"]
+        self.classes = meta["classes"]
+        self._sampling(meta)
         self._tf = tf
         self.signature = tf.saved_model.load(path).signatures["serving_default"]
 
     def predict(self, clip):
-        frames = self._tf.constant(np.asarray(clip, np.uint8)[None])
+        frames = self._tf.constant(self.checked(clip)[None])
         return self.signature(frames=frames)["probabilities"].numpy()[0]
 
 
-class RunClip:
+class RunClip(_Predictor):
     """The best checkpoint of a training run, in Keras."""
 
     def __init__(self, path):
         from sora_tf.runs import load_run
 
         self.model, config, self.classes, _ = load_run(path)
-        self.num_frames, self.image_size = config.num_frames, config.image_size
+        self._sampling({"num_frames": config.num_frames, "image_size": config.image_size, "fps": config.fps})
 
     def predict(self, clip):
-        return np.asarray(self.model(np.asarray(clip)[None], training=False)["probabilities"])[0]
+        return np.asarray(self.model(self.checked(clip)[None], training=False)["probabilities"])[0]
 
 
 def load_predictor(path, threads=None):
@@ -122,10 +147,38 @@ def predict_videos(predictor, videos, top_k=3):
     """[(video, [(class, probability), ...] or an error string)], eval sampling per video."""
     from sora_tf.data.pipeline import per_video
 
+    if top_k < 1:
+        raise ValueError(f"--top must be >= 1, got {top_k}")
+
     def top(clip):
         probs = predictor.predict(clip)
         return [(predictor.classes[i], float(probs[i])) for i in np.argsort(-probs)[:top_k]]
-    return per_video(videos, predictor.num_frames, (predictor.image_size,) * 2, top)
+    return per_video(videos, predictor.num_frames, (predictor.image_size,) * 2, top, predictor.fps)
+
+
+def write_predictions(results, path):
+    """`predict_videos`'s results to `path`: .csv (one row a video: its top classes and
+    probabilities, or its error) or .json (a list of {"video", "top": [{"class", "probability"}],
+    "error"}), written atomically."""
+    import csv
+    import io
+
+    from sora_tf.atomic import save_json, save_text
+
+    if path.endswith(".json"):
+        return save_json(path, [{"video": v, "top": [{"class": c, "probability": p} for c, p in r]
+                                 if not isinstance(r, str) else [], "error": r if isinstance(r, str) else None}
+                                for v, r in results])
+    if not path.endswith(".csv"):
+        raise ValueError(f"--out {path}: write predictions to a .csv or a .json file")
+    k = max((len(r) for _, r in results if not isinstance(r, str)), default=0)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["video"] + [f"{x}{i}" for i in range(1, k + 1) for x in ("class", "probability")] + ["error"])
+    for video, result in results:
+        cells = [] if isinstance(result, str) else [x for c, p in result for x in (c, f"{p:.6f}")]
+        writer.writerow([video] + cells + [""] * (2 * k - len(cells)) + [result if isinstance(result, str) else ""])
+    return save_text(path, text.getvalue())
 
 
 def load_generator(path):
@@ -165,8 +218,8 @@ def load_generator(path):
 
 def generate(model_path, out_dir, class_name=None, n=8, seed=0, fps=12):
     """Write `n` generated clips (per class, or of `class_name`) as video files under out_dir/<class>/."""
-    if n < 1:
-        raise ValueError(f"--n must be >= 1, got {n}")
+    if n < 1 or fps < 1:
+        raise ValueError(f"--n and --fps must be >= 1, got {n} and {fps}")
     sample, classes, _ = load_generator(model_path)
     if class_name is not None and class_name not in classes:
         raise ValueError(f"--class {class_name!r} is not one of the model's classes {classes}")

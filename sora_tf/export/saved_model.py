@@ -3,7 +3,10 @@ the named signatures the model's task gives (sora_tf/export/<task>.py), the labe
 `sora_tf.json` spec in `assets.extra/`, and `models.config` for `--model_config_file`. Also the
 check of a REST body against a signature, as TF Serving would check it.
 """
+import contextlib
+import numbers
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -18,8 +21,9 @@ def versions(model_dir):
 
 
 def next_version(model_dir):
-    """1 + the largest integer version folder under `model_dir` (1 when there is none)."""
-    return max(versions(model_dir), default=0) + 1
+    """1 + the largest integer version under `model_dir`, of SavedModels or TFLite folders (1 when
+    there is none)."""
+    return max(versions(model_dir) + versions(os.path.join(model_dir, "tflite")), default=0) + 1
 
 
 def newest(path):
@@ -30,9 +34,38 @@ def newest(path):
     return os.path.join(path, str(max(found))) if found else None
 
 
+def checked(tensor, rank, sizes, what):
+    """`tensor`, once it is checked to have `rank` axes and, at each axis i in `sizes`, `sizes[i]`
+    elements (None: at least one): otherwise the call fails with `what`, the expected shape, and
+    the shape it got. A signature's declared shape is not enforced when it is called."""
+    got = tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator=", ")
+    message = tf.strings.join([f"{what}; got shape [", got, "]"])
+    shape = tf.shape(tensor)
+    ok = tf.equal(tf.rank(tensor), rank)
+    for axis, size in sizes.items():
+        ok = tf.logical_and(ok, tf.cond(tf.equal(tf.rank(tensor), rank),
+                                        lambda a=axis, n=size: shape[a] >= 1 if n is None else tf.equal(shape[a], n),
+                                        lambda: False))
+    with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+        return tf.identity(tensor)
+
+
+def checked_frames(frames, num_frames, name="frames"):
+    """uint8 clips [batch >= 1, T, height >= 1, width >= 1, 3], checked (see `checked`)."""
+    return checked(frames, 5, {0: None, 1: num_frames, 2: None, 3: None, 4: 3},
+                   f"{name} must be uint8 [batch >= 1, {num_frames} frames, height, width, 3 (RGB)]")
+
+
+def sampling(config):
+    """How the model's clips are sampled, for whoever feeds an export: as evaluation samples."""
+    return {"num_frames": config.num_frames, "image_size": config.image_size, "fps": float(config.fps)}
+
+
 def preprocess(frames, config):
-    """uint8 [B, T, h, w, 3] -> float32 [B, T, S, S, 3] in [0, 255] at the model's size S."""
+    """uint8 [B, T, h, w, 3] -> float32 [B, T, S, S, 3] in [0, 255] at the model's size S, after
+    checking the shape (`checked_frames`)."""
     s = config.image_size
+    frames = checked_frames(frames, config.num_frames)
     shape = tf.shape(frames)
     flat = tf.reshape(frames, tf.concat([[-1], shape[2:]], 0))
     same = tf.reduce_all(tf.equal(shape[2:4], [s, s]))
@@ -42,24 +75,45 @@ def preprocess(frames, config):
     return tf.reshape(resized, [-1, config.num_frames, s, s, 3])
 
 
-def export_saved_model(model, config, classes, export_root, name, functions, info=None):
-    """Write `export_root/name/<next version>/` atomically; returns its path. `functions`:
-    {signature: (fn, input_signature)}, from the model's task (sora_tf/export/<task>.py)."""
+@contextlib.contextmanager
+def publishing(export_root, name):
+    """Stage the next version N of model `name`: yields (N, SavedModel folder, TFLite folder),
+    both temp folders. When the block ends without error, the TFLite folder becomes
+    `export_root/name/tflite/N`, then the SavedModel `export_root/name/N`: that rename publishes
+    the version whole (TF Serving, `newest` and `published_tflite` look for it), and a kill at any
+    point leaves no version N. A TFLite folder left without its SavedModel by a kill between
+    the two renames is removed here, as `atomic_dir` removes killed runs' temp folders."""
     model_dir = os.path.join(export_root, name)
-    # The temp folder's name is not an integer: Serving ignores it until it is renamed.
-    with atomic_dir(lambda: os.path.join(model_dir, str(next_version(model_dir))), parent=model_dir) as tmp:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for sig, (fn, spec) in functions.items():
-            archive.add_endpoint(sig, fn, input_signature=spec)
-        archive.write_out(tmp, verbose=False)
-        extra = os.path.join(tmp, "assets.extra")
-        save_text(os.path.join(extra, "labels.txt"), "\n".join(classes) + "\n")
-        save_json(os.path.join(extra, "sora_tf.json"), {
-            "model": name, "classes": list(classes), "num_frames": config.num_frames,
-            "image_size": config.image_size, **(info or {})})
+    tflite_dir = os.path.join(model_dir, "tflite")
+    os.makedirs(tflite_dir, exist_ok=True)
+    for orphan in set(versions(tflite_dir)) - set(versions(model_dir)):
+        shutil.rmtree(os.path.join(tflite_dir, str(orphan)), ignore_errors=True)
+    version = next_version(model_dir)
+    with atomic_dir(os.path.join(model_dir, str(version)), replace=False) as saved, \
+            atomic_dir(os.path.join(tflite_dir, str(version)), replace=False) as tflite_files:
+        yield version, saved, tflite_files
     write_models_config(export_root)
-    return tmp.final
+
+
+def published_tflite(model_dir):
+    """The newest published version's TFLite folder of a model folder, or None."""
+    found = versions(model_dir)
+    return os.path.join(model_dir, "tflite", str(max(found))) if found else None
+
+
+def write_saved_model(model, config, classes, path, name, functions, info=None):
+    """Write the SavedModel into the (empty, staged) folder `path`, with labels.txt and
+    sora_tf.json in assets.extra. `functions`: {signature: (fn, input_signature)}, from the
+    model's task (sora_tf/export/<task>.py)."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for sig, (fn, spec) in functions.items():
+        archive.add_endpoint(sig, fn, input_signature=spec)
+    archive.write_out(path, verbose=False)
+    extra = os.path.join(path, "assets.extra")
+    save_text(os.path.join(extra, "labels.txt"), "\n".join(classes) + "\n")
+    save_json(os.path.join(extra, "sora_tf.json"), {
+        "model": name, "classes": list(classes), **sampling(config), **(info or {})})
 
 
 def write_models_config(export_root):
@@ -82,6 +136,18 @@ def signature_inputs(path, name="serving_default"):
 
 
 _DTYPES = {"DT_UINT8": ("uint8", 0, 255), "DT_STRING": ("string", None, None)}
+
+
+def _all_ints(nested):
+    """Whether every leaf of nested lists is a JSON integer (a float such as 1.0 is not)."""
+    stack = [nested]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, numbers.Integral):
+            return False
+    return True
 
 
 def check_rest_body(signature_inputs, body):
@@ -112,8 +178,9 @@ def check_rest_body(signature_inputs, body):
             raise ValueError(f"input {name!r}: not a rectangular {kind} array ({e})") from None
         if value.ndim != len(shape) or any(want not in (-1, got) for want, got in zip(shape, value.shape)):
             raise ValueError(f"input {name!r}: shape {list(value.shape)} does not fit {list(shape)}")
-        if kind == "uint8" and (np.any(value != np.round(value)) or value.min() < lo or value.max() > hi):
-            raise ValueError(f"input {name!r}: values must be integers in [{lo}, {hi}] for uint8")
+        if kind == "uint8" and (not _all_ints(columns[name]) or value.min() < lo or value.max() > hi):
+            raise ValueError(f"input {name!r}: values must be integers in [{lo}, {hi}] for uint8 "
+                             "(not floats: pixels in [0, 1] would be black frames)")
         if kind == "string" and not all(isinstance(v, (str, dict)) for v in value.ravel()):
             raise ValueError(f"input {name!r}: values must be strings (or {{\"b64\": ...}})")
     return len(rows)

@@ -1,7 +1,9 @@
 """Real-time classification with the streaming .tflite: frames from a video file or a camera.
 
 The model was trained on clips of T frames, so by default the state restarts every T frames
-fed (`window`); `every` feeds one frame in N, to match the training clips' frame spacing.
+fed (`window`); `every` feeds one frame in N, to match the training clips' frame spacing: by
+default the source's frame rate over the run's `fps`, as evaluation sampled (1 where either is
+unknown, or the run spread its clips over whole videos).
 """
 import time
 
@@ -20,15 +22,20 @@ def _open(source):
     return cap
 
 
-def stream(model_path, source, *, every=1, window=None, out=None, threads=None, max_frames=None,
+def stream(model_path, source, *, every=None, window=None, out=None, threads=None, max_frames=None,
            report=print):
     """Run the streaming model over `source`; calls `report` with a line per frame fed and
-    returns {"frames", "median_ms", "p95_ms", "fps", "out"}."""
-    if every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+    returns {"frames", "every", "median_ms", "p95_ms", "fps", "out"}."""
+    for name, value, least in (("--every", every, 1), ("--window", window, 0), ("--max-frames", max_frames, 1),
+                               ("--threads", threads, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
     model = TFLiteStream(model_path, threads)
     window = model.num_frames if window is None else window
     cap = _open(source)
+    if every is None:
+        rate = cap.get(cv2.CAP_PROP_FPS)
+        every = max(1, round(rate / model.fps)) if model.fps > 0 and np.isfinite(rate) and rate > 0 else 1
     writer, latencies, fed, position = None, [], 0, 0
     start = time.perf_counter()
     try:
@@ -65,5 +72,5 @@ def stream(model_path, source, *, every=1, window=None, out=None, threads=None, 
     if not fed:
         raise VideoError(f"{source}: no decodable frames")
     elapsed = time.perf_counter() - start
-    return {"frames": fed, "median_ms": float(np.median(latencies)),
+    return {"frames": fed, "every": every, "median_ms": float(np.median(latencies)),
             "p95_ms": float(np.percentile(latencies, 95)), "fps": fed / elapsed, "out": out}

@@ -53,6 +53,7 @@ class Config:
     # warmed up over the first steps (`sora_tf.train.classify.AdamWarmEMA`; A/B in docs/sora_cls.md).
     ema_momentum: float = 0.99
     val_fraction: float = 0.2
+    test_fraction: float = 0.15  # held out first, evaluated once at the end (0: none)
     split: str = "auto"  # "grouped" keeps each source video on one side; auto: grouped if the data has groups
     seed: int = 0
     stride_range: float = 2.0  # training strides span eval stride / stride_range .. eval stride
@@ -60,6 +61,7 @@ class Config:
     eval_views: int = 3  # multi-view evaluation: temporal clips per video ...
     eval_crops: int = 3  # ... times spatial crops, softmax averaged
     patience: int = 12
+    class_weight: str = "auto"  # "balanced", "none", or "auto": balanced when classes differ 1.5x or more
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
     # Augmentation (one draw per clip), mild: strong jitter slowed learning (docs/sora_cls.md).
@@ -81,8 +83,14 @@ class Config:
                    ema_momentum=0.0)  # off: tests that check the average turn it on
 
     def validate(self):
+        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"val_fraction ({self.val_fraction}) must be in (0, 1) and test_fraction "
+                             f"({self.test_fraction}) in [0, 1), together below 1")
         if self.split not in ("auto", "grouped", "stratified"):
             raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
+        if self.class_weight not in ("auto", "balanced", "none"):
+            raise ValueError(f"class_weight must be 'auto', 'balanced' or 'none', got {self.class_weight!r}")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",

@@ -21,7 +21,7 @@ def anomaly_scores(run_dir, videos):
     if not hasattr(model, "anomaly_score"):
         raise ValueError(f"{run_dir}: a {type(model).__name__} run has no anomaly score")
     return per_video(videos, config.num_frames, (config.image_size,) * 2,
-                     lambda clip: _scores(model, clip[None])[0])
+                     lambda clip: _scores(model, clip[None])[0], config.fps)
 
 
 def _scores(model, clips):

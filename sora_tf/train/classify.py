@@ -15,8 +15,9 @@ from sora_tf.atomic import save_json
 from sora_tf.data.augment import ClipAugment
 from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sampling import crop_views
-from sora_tf.runs import load_run, run_listing
-from sora_tf.train.fitting import RunCheckpoint, log_callbacks, resume
+from sora_tf.progress import bar
+from sora_tf.runs import load_run, source_listing, split_part
+from sora_tf.train.fitting import EarlyStop, RunCheckpoint, log_callbacks, resume
 from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
 
 log = logging.getLogger("sora_tf.train")
@@ -99,7 +100,7 @@ def fit(job):
     """fit() an augmenting trainer around the model; best.keras is the bare model at best val_accuracy."""
     config = job.config
     if job.resuming:
-        wrapped, initial_epoch, best = resume(job.out)
+        wrapped, initial_epoch, best, waited = resume(job.out)
         core = wrapped.get_layer(job.model_name)
     else:
         core = job.module.build(config)
@@ -107,22 +108,29 @@ def fit(job):
             copied = init_frame_cnn(core, config.init_frame_cnn)
             log.info("frame CNN layers %s initialised from %s", ", ".join(copied), config.init_frame_cnn)
         wrapped = trainer(core, config, job.steps)
-        initial_epoch, best = 0, None
-    callbacks = [RunCheckpoint(job.out, core, best=best), *log_callbacks(job.out, job.resuming),
-                 keras.callbacks.EarlyStopping("val_accuracy", patience=config.patience, mode="max")]
-    if wrapped.optimizer.use_ema:  # as compiled: a run resumed from before `ema_momentum` has none
-        # The averaged weights are in the model from the end of each epoch (so validation and
-        # both checkpoints have them) to the start of the next; training steps use the raw ones.
-        callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        initial_epoch, best, waited = 0, None, 0
+    # As compiled: a run resumed from before `ema_momentum` has no average. The averaged weights
+    # are in the model from the end of each epoch (for validation and best.keras) to the start
+    # of the next; training steps, and last.keras, use the raw ones.
+    average = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if wrapped.optimizer.use_ema else None
+    weights = class_weights(config, job.train_labels)
+    if weights:
+        log.info("class weights (class_weight=%s): %s", config.class_weight,
+                 ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
+    callbacks = [*log_callbacks(job.out, job.resuming), RunCheckpoint(job.out, core, best=best, average=average),
+                 EarlyStop("val_accuracy", config.patience, best, waited)]
+    if average is not None:
+        callbacks.insert(0, average)
     if initial_epoch < config.epochs:
-        wrapped.fit(supervised(job.train_ds), validation_data=supervised(job.val_ds), epochs=config.epochs,
-                    initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
+        wrapped.fit(supervised(job.train_ds), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
+                    epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose,
+                    class_weight=weights)
 
 
 def predict_dataset(model, ds):
     """(labels, probabilities, paths) over a dataset, in its (deterministic) order."""
     labels, probs, paths = [], [], []
-    for batch in ds:
+    for batch in bar(ds, "evaluating", unit="batch"):
         probs.append(np.asarray(model(batch["frames"], training=False)["probabilities"]))
         labels.append(batch["label"].numpy())
         paths.extend(p.decode() for p in batch["path"].numpy())
@@ -132,7 +140,7 @@ def predict_dataset(model, ds):
 def predict_views(model, ds, crops):
     """(labels, probabilities) with softmax averaged over every temporal clip x spatial crop."""
     labels, probs = [], []
-    for batch in ds:
+    for batch in bar(ds, "evaluating views", unit="batch"):
         frames = crop_views(batch["frames"], crops)  # [B, V, T, H, W, 3]
         b, v = frames.shape[:2]
         out = model(tf.reshape(frames, (b * v, *frames.shape[2:])), training=False)["probabilities"]
@@ -141,11 +149,19 @@ def predict_views(model, ds, crops):
     return np.concatenate(labels), np.concatenate(probs)
 
 
-def evaluate(run_dir, data=None, strict=False):
-    """Write metrics.json and plots for the run's validation split (or all clips of `data`)."""
-    model, config, classes, info = load_run(run_dir)
-    listing = run_listing(run_dir, classes, info, data, strict=strict)
-    failures = DecodeFailures()
+def class_weights(config, labels):
+    """{class index: weight} for the loss, from the training clips' `labels`, or None.
+    `balanced`: each class weighs n / (k n_c), so every class counts alike; `auto`: balanced
+    when the largest class has more than 1.5 times the clips of the smallest; `none`: off."""
+    counts = np.bincount(np.asarray(labels, int), minlength=config.num_classes)
+    present = counts[counts > 0]
+    if config.class_weight == "none" or (config.class_weight == "auto" and present.max() <= 1.5 * present.min()):
+        return None
+    return {k: float(counts.sum() / (len(present) * c)) if c else 0.0 for k, c in enumerate(counts)}
+
+
+def _measure(model, config, listing, classes, failures):
+    """Classification metrics of `listing`'s clips: single view, and multi-view beside it."""
     common = dict(clip_len=config.num_frames, size=(config.image_size,) * 2, training=False,
                   batch_size=config.batch_size, strides=listing.strides(config.fps), failures=failures)
     labels, probs, _ = predict_dataset(model, dataset_for(listing, **common))
@@ -156,7 +172,27 @@ def evaluate(run_dir, data=None, strict=False):
     metrics["multi_view"] = {"accuracy": full["accuracy"], "macro_f1": full["macro_f1"],
                              "temporal_clips": config.eval_views, "spatial_crops": config.eval_crops,
                              "confusion_matrix": full["confusion_matrix"]}
-    metrics["split"] = "validation" if data is None else os.path.abspath(data)
+    return metrics
+
+
+def evaluate(run_dir, data=None, strict=False):
+    """Write metrics.json and plots: the run's validation clips (which picked its checkpoint) and,
+    beside them under `test`, its held-out test clips; or, with `data`, all clips of `data`."""
+    model, config, classes, info = load_run(run_dir)
+    listing = source_listing(classes, info, data, strict)
+    failures = DecodeFailures()
+    if data is not None:
+        metrics = {**_measure(model, config, listing, classes, failures), "split": os.path.abspath(data)}
+    else:
+        val = split_part(run_dir, listing, "val", info["data"])
+        metrics = {**_measure(model, config, val, classes, failures), "split": "validation"}
+        test = split_part(run_dir, listing, "test", info["data"])
+        if test is not None:
+            metrics["test"] = _measure(model, config, test, classes, failures)
+            plot_confusion(metrics["test"], os.path.join(run_dir, "confusion_matrix_test.png"))
+        weights = class_weights(config, split_part(run_dir, listing, "train", info["data"]).labels)
+        metrics["class_weight"] = {"setting": config.class_weight,
+                                   "weights": weights and {classes[k]: w for k, w in weights.items()}}
     metrics["skipped_files"] = len(listing.skipped) + len(failures.paths)
     save_json(os.path.join(run_dir, "metrics.json"), metrics)
     plot_confusion(metrics, os.path.join(run_dir, "confusion_matrix.png"))
@@ -168,4 +204,8 @@ def evaluate(run_dir, data=None, strict=False):
 
 def describe(metrics):
     """The line `train` and `evaluate` print."""
-    return f"validation accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+    line = f"{metrics['split']} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+    if "test" in metrics:
+        line += f"\ntest accuracy {metrics['test']['accuracy']:.4f}  macro-F1 {metrics['test']['macro_f1']:.4f}" \
+                f"  ({metrics['test']['num_clips']} held-out clips)"
+    return line

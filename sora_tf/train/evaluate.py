@@ -6,7 +6,9 @@ from sora_tf.runs import load_json
 
 
 def _task(run_dir):
-    return tasks.task(load_json(os.path.join(run_dir, "run.json"))["model"])
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    return tasks.task(load_json(os.path.join(run_dir, "run.json"), needs=("model",))["model"])
 
 
 def evaluate(run_dir, data=None, strict=False):

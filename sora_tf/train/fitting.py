@@ -1,9 +1,11 @@
 """What every task's fit shares: the job it is handed, checkpoints, logs and resuming."""
+import csv
 import dataclasses
 import os
 from typing import Any, Callable
 
 import keras
+import numpy as np
 
 from sora_tf.atomic import atomic_write, save_json
 from sora_tf.runs import load_checkpoint, load_json
@@ -20,9 +22,10 @@ class Job:
     data: str
     preset: Any
     strict: bool
-    train_ds: Any  # tf.data of dict elements (see sora_tf.data.pipeline)
-    val_ds: Any
-    steps: int  # optimizer steps per epoch
+    train_ds: Any  # endless tf.data of dict batches, from the epoch the run starts at
+    val_ds: Any  # every validation clip once
+    steps: int  # optimizer steps per epoch: batches of train_ds that make one
+    train_labels: list  # the training clips' class indices
     resuming: bool
     verbose: int
     train: Callable  # sora_tf.train.run.train, for tasks that train companion runs
@@ -31,13 +34,18 @@ class Job:
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: `last.keras` (trainer with optimizer state, for --resume) and `state.json`;
     `best.keras` (the bare model, for evaluate/predict/export) when the monitored metric improves.
+
+    With a weight average (`average`, the run's `SwapEMAWeights`, which puts the averaged weights
+    in the model at each epoch's end), best.keras holds the average, and last.keras the raw
+    weights with the average in the optimizer's slot: where training stands, to resume from.
     """
 
-    def __init__(self, run_dir, core, monitor="val_accuracy", best=None, save_trainer=True):
+    def __init__(self, run_dir, core, monitor="val_accuracy", best=None, save_trainer=True, average=None):
         super().__init__()
         self.run_dir, self.core, self.monitor = run_dir, core, monitor
         self.best = best
         self.save_trainer = save_trainer  # False: the model trains itself; last.keras is core
+        self.average = average
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -46,11 +54,19 @@ class RunCheckpoint(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
             atomic_write(os.path.join(self.run_dir, "best.keras"), self.core.save)
-        atomic_write(os.path.join(self.run_dir, "last.keras"),
-                     self.model.save if self.save_trainer else self.core.save)
+        swapped = self.average is not None and self.average._ema_weights_in_model
+        if swapped:
+            self.average._swap_variables()  # the raw weights back in the model, the average in its slot
+        try:
+            atomic_write(os.path.join(self.run_dir, "last.keras"),
+                         self.model.save if self.save_trainer else self.core.save)
+        finally:
+            if swapped:
+                self.average._swap_variables()
         save_json(os.path.join(self.run_dir, "state.json"),
                   {"epoch": epoch, "best": self.best, "monitor": self.monitor,
-                   "best_epoch": epoch if improved else self._best_epoch()})
+                   "best_epoch": epoch if improved else self._best_epoch(),
+                   "seed_states": [v.numpy().tolist() for v in seed_states(self.model)]})
 
     def _best_epoch(self):
         path = os.path.join(self.run_dir, "state.json")
@@ -69,10 +85,59 @@ class SaveAfter(keras.callbacks.Callback):
             atomic_write(self.path, self.model.save)
 
 
+def seed_states(model):
+    """The state variables of `model`'s random seed generators (augmentation, dropout, noise),
+    in a fixed order. A .keras file does not keep them, so state.json does: a resumed run goes
+    on drawing the numbers the uninterrupted run would have drawn."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 def resume(out):
-    """(model from last.keras, first epoch to run, best monitored value so far) of run `out`."""
-    state = load_json(os.path.join(out, "state.json"))
-    return load_checkpoint(os.path.join(out, "last.keras")), state["epoch"] + 1, state["best"]
+    """(model from last.keras with its random seeds' states, first epoch to run, best monitored
+    value so far, epochs since the best) of run `out`; history.csv keeps the epochs done."""
+    state = load_json(os.path.join(out, "state.json"), needs=("epoch", "best"))
+    model = load_checkpoint(os.path.join(out, "last.keras"))
+    saved = state.get("seed_states")
+    if saved is not None:  # (a run saved before they were kept starts its seeds again)
+        found = seed_states(model)
+        if len(found) != len(saved):
+            raise ValueError(f"{out}/state.json: {len(saved)} random seed states, the model has {len(found)}")
+        for variable, value in zip(found, saved):
+            variable.assign(np.asarray(value, variable.dtype))
+    _keep_history(os.path.join(out, "history.csv"), state["epoch"])
+    best_epoch = state.get("best_epoch")
+    waited = state["epoch"] - best_epoch if best_epoch is not None else 0
+    return model, state["epoch"] + 1, state["best"], waited
+
+
+def _keep_history(path, last_epoch):
+    """Drop rows of epochs after `last_epoch` (logged before a kill, before their checkpoint)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= last_epoch]
+    if kept != rows:
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+        atomic_write(path, write)
+
+
+class EarlyStop(keras.callbacks.EarlyStopping):
+    """EarlyStopping on a metric to maximise that, in a resumed run, goes on counting from the
+    best value so far and the epochs since it, as the uninterrupted run would."""
+
+    def __init__(self, monitor, patience, best=None, waited=0):
+        super().__init__(monitor, patience=patience, mode="max")
+        self.resumed = (best, waited)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        best, waited = self.resumed
+        if best is not None:
+            self.best, self.wait = best, waited
 
 
 def log_callbacks(out, resuming):

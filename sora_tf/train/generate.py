@@ -41,7 +41,7 @@ def fit(job):
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         if job.resuming:
-            model, initial_epoch, best = resume(out)
+            model, initial_epoch, best, _ = resume(out)
         else:
             model = job.module.build(config)
             initial_epoch, best = 0, None
@@ -53,20 +53,20 @@ def fit(job):
                 initial_epoch = config.gan_warmup
                 log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
                 # The discriminator's generated clips are drawn from the prior that sampling uses.
-                fit_prior(model, supervised(job.train_ds))
+                fit_prior(model, supervised(job.train_ds.take(job.steps)))
             model.compile(decay_steps=(config.epochs - initial_epoch) * job.steps)
-        callbacks = [RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False),
-                     *log_callbacks(out, job.resuming), keras.callbacks.TerminateOnNaN()]
+        callbacks = [keras.callbacks.TerminateOnNaN(), *log_callbacks(out, job.resuming),
+                     RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False)]
         if config.snapshot_epoch:
             callbacks.append(SaveAfter(config.snapshot_epoch, os.path.join(out, f"epoch{config.snapshot_epoch}.keras")))
         if initial_epoch < config.epochs:
-            model.fit(supervised(job.train_ds), validation_data=supervised(job.val_ds), epochs=config.epochs,
-                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
+            model.fit(supervised(job.train_ds), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
+                      epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
         if model.stop_training:
             raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
         best_path = os.path.join(out, "best.keras")
         best_model = load_checkpoint(best_path)
-        fit_prior(best_model, supervised(job.train_ds))
+        fit_prior(best_model, supervised(job.train_ds.take(job.steps)))
         atomic_write(best_path, best_model.save)
         log.info("sampling prior saved: %s", best_path)
     finally:
@@ -111,7 +111,7 @@ def _train_companions(job):
         return os.path.abspath(path)
 
     judge = config.judge_run or run(config.judge_model, "judge", [f"{k}={getattr(config, k)}" for k in (
-        "num_frames", "image_size", "val_fraction", "split", "seed", "fps")], config.judge_epochs)
+        "num_frames", "image_size", "val_fraction", "test_fraction", "split", "seed", "fps")], config.judge_epochs)
     if config.gan and (config.compare_vae or config.gan_warmup):
         # The VAE alone: for comparison (all epochs), and for the GAN's warm-up (its first epochs).
         epochs = config.epochs if config.compare_vae else config.gan_warmup

@@ -63,11 +63,12 @@ class Config:
     feature_weight: float = 0.01
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
-    epochs: int = 5  # over the default data's 400 clips per class: 700 steps
+    epochs: int = 5  # over the default data's training clips: ~680 steps
     batch_size: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 1e-3  # the discriminator starts from nothing when it joins
     val_fraction: float = 0.2
+    test_fraction: float = 0.15  # held out first, evaluated once at the end (0: none)
     split: str = "auto"
     seed: int = 0
     # 1: each clip at its own frame rate: a generative model learns the clips it is to draw.
@@ -94,6 +95,10 @@ class Config:
                    disc_units=16, epochs=2, gan_warmup=1, batch_size=8, judge_epochs=1, samples_per_class=4)
 
     def validate(self):
+        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"val_fraction ({self.val_fraction}) must be in (0, 1) and test_fraction "
+                             f"({self.test_fraction}) in [0, 1), together below 1")
         if self.split not in ("auto", "grouped", "stratified"):
             raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
         if self.recon_loss not in ("l1", "l2"):
