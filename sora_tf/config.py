@@ -53,3 +53,13 @@ def from_dict(cls, values):
     """Rebuild a config dataclass from its saved dict (lists back to tuples)."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
+
+
+def validate_split(config):
+    """The split fields every model's config has: `split`, `val_fraction`, `test_fraction`."""
+    if not (0 < config.val_fraction < 1 and 0 <= config.test_fraction < 1
+            and config.val_fraction + config.test_fraction < 1):
+        raise ValueError(f"val_fraction ({config.val_fraction}) must be in (0, 1) and test_fraction "
+                         f"({config.test_fraction}) in [0, 1), together below 1")
+    if config.split not in ("auto", "grouped", "stratified"):
+        raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {config.split!r}")

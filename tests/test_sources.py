@@ -135,9 +135,14 @@ def test_manifest_split_column_is_the_run_split(tiny_data, tmp_path):
     assert split["method"] == "manifest"
     assert split["val"] == list(range(0, len(rows), 3))
     assert listing.subset(split["val"]).splits == ["val"] * len(split["val"])
+    assert split["test"] == []  # none given, none made
+    manifest = _manifest_with(tiny_data, tmp_path / "split3.csv", "split",
+                              lambda i: ("val", "train", "test")[i % 3])
+    split = make_split(list_clips(str(manifest)), Config())
+    assert split["test"] == list(range(2, len(rows), 3)) and split["test_paths"]
     with open(manifest, "a") as f:
-        f.write(f"{os.path.join(tiny_data, rows[0]['path'])},{rows[0]['label']},test\n")
-    with pytest.raises(ValueError, match="'train' or 'val', not \\['test'\\]"):
+        f.write(f"{os.path.join(tiny_data, rows[0]['path'])},{rows[0]['label']},holdout\n")
+    with pytest.raises(ValueError, match="'train', 'val' or 'test', not \\['holdout'\\]"):
         list_clips(str(manifest))
 
 

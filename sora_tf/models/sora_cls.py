@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sora_tf.config import from_dict
+from sora_tf.config import from_dict, validate_split
 from sora_tf.models.blocks import FrameDiff, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
@@ -83,12 +83,7 @@ class Config:
                    ema_momentum=0.0)  # off: tests that check the average turn it on
 
     def validate(self):
-        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"val_fraction ({self.val_fraction}) must be in (0, 1) and test_fraction "
-                             f"({self.test_fraction}) in [0, 1), together below 1")
-        if self.split not in ("auto", "grouped", "stratified"):
-            raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
+        validate_split(self)
         if self.class_weight not in ("auto", "balanced", "none"):
             raise ValueError(f"class_weight must be 'auto', 'balanced' or 'none', got {self.class_weight!r}")
         if self.rnn not in ("lstm", "gru"):

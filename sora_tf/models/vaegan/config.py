@@ -3,6 +3,8 @@ import dataclasses
 
 import numpy as np
 
+from sora_tf.config import validate_split
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -95,12 +97,7 @@ class Config:
                    disc_units=16, epochs=2, gan_warmup=1, batch_size=8, judge_epochs=1, samples_per_class=4)
 
     def validate(self):
-        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise ValueError(f"val_fraction ({self.val_fraction}) must be in (0, 1) and test_fraction "
-                             f"({self.test_fraction}) in [0, 1), together below 1")
-        if self.split not in ("auto", "grouped", "stratified"):
-            raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {self.split!r}")
+        validate_split(self)
         if self.recon_loss not in ("l1", "l2"):
             raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
         if self.num_frames < 2:
