@@ -36,7 +36,7 @@ class Variant:
 
 VARIANTS = {
     "tiny": Variant(clips_per_class=6, size=48, frames=16),
-    "default": Variant(clips_per_class=480, size=96, frames=24),
+    "default": Variant(clips_per_class=600, size=96, frames=24),
 }
 
 
