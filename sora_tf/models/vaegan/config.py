@@ -65,7 +65,7 @@ class Config:
     feature_weight: float = 0.01
     class_weight: float = 1.0  # discriminator's class loss on real clips
     # Training
-    epochs: int = 5  # over the default data's training clips: ~680 steps
+    epochs: int = 5  # over the default data's training clips: ~850 steps
     batch_size: int = 16
     learning_rate: float = 1e-3
     disc_learning_rate: float = 1e-3  # the discriminator starts from nothing when it joins
