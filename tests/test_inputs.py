@@ -101,6 +101,8 @@ def test_command_arguments_out_of_range(tiny_run, tiny_data, tmp_path, capsys):
     assert "--top must be >= 1" in _error(capsys, ["predict", "--model", tiny_run, "--top", "-1", video])
     assert ".csv or a .json" in _error(capsys, ["predict", "--model", tiny_run, "--out", "p.txt", video])
     assert "no video files" in _error(capsys, ["predict", "--model", tiny_run, str(tmp_path)])
+    for flag, value in (("--window", "-3"), ("--every", "0"), ("--max-frames", "0"), ("--threads", "0")):
+        assert f"{flag} must be >= " in _error(capsys, ["stream", "--model", "stream.tflite", video, flag, value])
 
 
 def test_predict_takes_folders_and_writes_csv_and_json(tiny_run, tiny_data, tmp_path, capsys):
