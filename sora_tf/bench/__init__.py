@@ -42,13 +42,11 @@ def main(argv=None):
         results["Augmentation"] = bench_augment()
     if "tflite" in only or "stream" in only:
         from sora_tf.bench.tflite import bench_stream_sizes, bench_tflite
+        from sora_tf.export.saved_model import published_tflite
         from sora_tf.models import sora_cls
         export_dir = args.export
-        if export_dir is None:
-            base = os.path.join("export", "sora_cls", "tflite")
-            versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), reverse=True) \
-                if os.path.isdir(base) else []
-            export_dir = os.path.join(base, str(versions[0])) if versions else None
+        if export_dir is None:  # the newest version published whole
+            export_dir = published_tflite(os.path.join("export", "sora_cls"))
         if "tflite" in only:
             if export_dir is None:
                 print("no export/sora_cls/tflite/<version>: run `make train` and `make export` first", file=sys.stderr)

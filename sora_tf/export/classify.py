@@ -168,21 +168,19 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     entries = [_entry("keras", reference, reference, val_labels)]
 
-    with saved_model.publishing(root, name) as (version, staged, tmp):
-        saved_model.write_saved_model(model, config, classes, staged, name,
+    with saved_model.publishing(root, name) as staged:
+        saved_model.write_saved_model(model, config, classes, staged.saved_model, name,
                                       serving_functions(model, config, classes), info)
-        serving = tf.saved_model.load(staged).signatures["serving_default"]
+        serving = tf.saved_model.load(staged.saved_model).signatures["serving_default"]
         probs = np.concatenate([serving(frames=tf.constant(val_clips[i:i + 16]))["probabilities"].numpy()
                                 for i in range(0, len(val_clips), 16)])
         entries.append(_entry("saved_model", probs, reference, val_labels))
-        paths = export_tflite(model, classes, tmp, calib[0].astype(np.float32),
+        paths = export_tflite(model, classes, staged.tflite, calib[0].astype(np.float32),
                               variants=[v for v in CLIP_VARIANTS if variants is None or v in variants],
                               stream_variants=[v for v in STREAM_VARIANTS if variants is None or v in variants],
-                              info={**info, "version": version})
+                              info={**info, "version": staged.version})
         outputs = {}
         for key, file in bar(paths.items(), "parity of TFLite files", unit="file"):
-            if tflite.flex_ops(file):
-                raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
             runner = load_predictor(file)  # a clip model, or a streaming one fed frame by frame
             outputs[key] = probs = np.stack([runner.predict(c) for c in val_clips])
             extra = {"file_bytes": os.path.getsize(file)}
@@ -190,8 +188,7 @@ def export(model, classes, root, name, val, calib, info, variants=None):
             if clip_twin is not None:  # the clip file of the same quantisation
                 extra["top1_agreement_with_clip_file"] = float(np.mean(probs.argmax(1) == clip_twin.argmax(1)))
             entries.append(_entry(f"tflite_{key}", probs, reference, val_labels, **extra))
-        save_json(os.path.join(tmp, "parity.json"), entries)
-    path = os.path.join(root, name, str(version))
-    final = os.path.join(root, name, "tflite", str(version))
-    return {"saved_model": path, "tflite": {k: os.path.join(final, os.path.basename(p)) for k, p in paths.items()},
+        save_json(os.path.join(staged.tflite, "parity.json"), entries)
+    return {"saved_model": staged.final_saved_model,
+            "tflite": {k: os.path.join(staged.final_tflite, os.path.basename(p)) for k, p in paths.items()},
             "parity": entries}

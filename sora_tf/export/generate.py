@@ -135,21 +135,21 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     calib_inputs = {"encoder": [{"frames": c[None].astype(np.float32)} for c in calib[0]],
                     "decoder": _decoder_inputs(model, calib[0], calib[1])}
     files = {}
-    with saved_model.publishing(root, name) as (version, staged, tmp):
-        saved_model.write_saved_model(model, config, classes, staged, name, serving_functions(model, config), info)
-        served = tf.saved_model.load(staged).signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
+    with saved_model.publishing(root, name) as staged:
+        saved_model.write_saved_model(model, config, classes, staged.saved_model, name,
+                                      serving_functions(model, config), info)
+        loaded = tf.saved_model.load(staged.saved_model)
+        served = loaded.signatures["reconstruct"](frames=tf.constant(val_clips))["frames"].numpy()
         entries = [parity.entry("saved_model.reconstruct", served, keras_rec, psnr_vs_keras_db=_psnr(served, keras_rec))]
-        final = os.path.join(root, name, "tflite", str(version))
         for part, fn in fns.items():
             for variant in [v for v in TFLITE_VARIANTS if variants is None or v in variants]:
                 flat = tflite.convert(fn, unrolled, variant, lambda p=part: iter(calib_inputs[p]))
                 key = f"{part}_{variant}"
                 file = tflite.write_with_labels(
-                    os.path.join(tmp, f"{key}.tflite"), flat, classes,
+                    os.path.join(staged.tflite, f"{key}.tflite"), flat, classes,
                     {"kind": part, "variant": variant, **saved_model.sampling(config),
-                     "latent_shape": list(config.latent_shape), "pixel_range": [0, 255], **info, "version": version})
-                if tflite.flex_ops(file):
-                    raise RuntimeError(f"{file}: Flex ops {tflite.flex_ops(file)}; expected builtins only")
+                     "latent_shape": list(config.latent_shape), "pixel_range": [0, 255], **info,
+                     "version": staged.version})
                 runner = Interpreter(model_path=file).get_signature_runner()
                 out_key = "frames" if part == "decoder" else "z_mean"
                 got = np.concatenate([runner(**i)[out_key] for i in inputs[part]])
@@ -158,7 +158,6 @@ def export(model, classes, root, name, val, calib, info, variants=None):
                 if part == "decoder":
                     extra["psnr_vs_keras_db"] = _psnr(got, want)
                 entries.append(parity.entry(f"tflite_{key}", got, want, **extra))
-                files[key] = os.path.join(final, f"{key}.tflite")
-        save_json(os.path.join(tmp, "parity.json"), entries)
-    path = os.path.join(root, name, str(version))
-    return {"saved_model": path, "tflite": files, "parity": entries}
+                files[key] = os.path.join(staged.final_tflite, f"{key}.tflite")
+        save_json(os.path.join(staged.tflite, "parity.json"), entries)
+    return {"saved_model": staged.final_saved_model, "tflite": files, "parity": entries}

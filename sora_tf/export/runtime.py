@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from sora_tf.data.video import write_clip_video
-from sora_tf.export.saved_model import newest
+from sora_tf.export.saved_model import newest, sampling
 from sora_tf.export.tflite import read_labels
 
 
@@ -120,7 +120,7 @@ class RunClip(_Predictor):
         from sora_tf.runs import load_run
 
         self.model, config, self.classes, _ = load_run(path)
-        self._sampling({"num_frames": config.num_frames, "image_size": config.image_size, "fps": config.fps})
+        self._sampling(sampling(config))
 
     def predict(self, clip):
         return np.asarray(self.model(self.checked(clip)[None], training=False)["probabilities"])[0]

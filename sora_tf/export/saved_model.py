@@ -3,6 +3,7 @@ the named signatures the model's task gives (sora_tf/export/<task>.py), the labe
 `sora_tf.json` spec in `assets.extra/`, and `models.config` for `--model_config_file`. Also the
 check of a REST body against a signature, as TF Serving would check it.
 """
+import collections
 import contextlib
 import numbers
 import os
@@ -38,9 +39,9 @@ def checked(tensor, rank, sizes, what):
     """`tensor`, once it is checked to have `rank` axes and, at each axis i in `sizes`, `sizes[i]`
     elements (None: at least one): otherwise the call fails with `what`, the expected shape, and
     the shape it got. A signature's declared shape is not enforced when it is called."""
-    got = tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor)), separator=", ")
-    message = tf.strings.join([f"{what}; got shape [", got, "]"])
     shape = tf.shape(tensor)
+    got = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+    message = tf.strings.join([f"{what}; got shape [", got, "]"])
     ok = tf.equal(tf.rank(tensor), rank)
     for axis, size in sizes.items():
         ok = tf.logical_and(ok, tf.cond(tf.equal(tf.rank(tensor), rank),
@@ -75,11 +76,15 @@ def preprocess(frames, config):
     return tf.reshape(resized, [-1, config.num_frames, s, s, 3])
 
 
+Staged = collections.namedtuple("Staged", "version saved_model tflite final_saved_model final_tflite")
+
+
 @contextlib.contextmanager
 def publishing(export_root, name):
-    """Stage the next version N of model `name`: yields (N, SavedModel folder, TFLite folder),
-    both temp folders. When the block ends without error, the TFLite folder becomes
-    `export_root/name/tflite/N`, then the SavedModel `export_root/name/N`: that rename publishes
+    """Stage the next version N of model `name`: yields a `Staged` with N, the SavedModel and
+    TFLite temp folders to write into, and where each will be published. When the block ends
+    without error, the TFLite folder becomes `export_root/name/tflite/N`, then the SavedModel
+    `export_root/name/N`: that rename publishes
     the version whole (TF Serving, `newest` and `published_tflite` look for it), and a kill at any
     point leaves no version N. A TFLite folder left without its SavedModel by a kill between
     the two renames is removed here, as `atomic_dir` removes killed runs' temp folders."""
@@ -89,9 +94,9 @@ def publishing(export_root, name):
     for orphan in set(versions(tflite_dir)) - set(versions(model_dir)):
         shutil.rmtree(os.path.join(tflite_dir, str(orphan)), ignore_errors=True)
     version = next_version(model_dir)
-    with atomic_dir(os.path.join(model_dir, str(version)), replace=False) as saved, \
-            atomic_dir(os.path.join(tflite_dir, str(version)), replace=False) as tflite_files:
-        yield version, saved, tflite_files
+    final_saved, final_tflite = os.path.join(model_dir, str(version)), os.path.join(tflite_dir, str(version))
+    with atomic_dir(final_saved, replace=False) as saved, atomic_dir(final_tflite, replace=False) as tflite_files:
+        yield Staged(version, saved, tflite_files, final_saved, final_tflite)
     write_models_config(export_root)
 
 

@@ -176,7 +176,12 @@ def compact_tensor_names(flatbuffer):
 
 
 def write_with_labels(path, flatbuffer, classes, spec):
-    """Write the model atomically, with labels.txt and sora_tf.json appended as a zip."""
+    """Write the model atomically, with labels.txt and sora_tf.json appended as a zip; a model
+    with Flex ops is an error instead (every file is to run on LiteRT's builtins alone)."""
+    flex = _flex_names(_read_model(flatbuffer))
+    if flex:
+        raise RuntimeError(f"{path}: Flex ops {flex}; expected builtins only")
+
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(flatbuffer)
@@ -201,6 +206,9 @@ def read_labels(path):
 def flex_ops(path):
     """Names of Flex (SELECT_TF_OPS) custom ops in a .tflite; empty means builtins only."""
     with open(path, "rb") as f:
-        model = _read_model(f.read())
+        return _flex_names(_read_model(f.read()))
+
+
+def _flex_names(model):
     names = [(op.customCode or b"").decode() for op in model.operatorCodes]
     return [n for n in names if n.startswith("Flex")]

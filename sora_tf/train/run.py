@@ -42,18 +42,14 @@ def _datasets(config, listing, split, failures, first_epoch):
     log.info("training videos decoded at %dx%d: %.0f MB, %s", *size, decoded_mb,
              "kept in memory after the first epoch" if cache
              else f"over cache_mb={config.cache_mb}: decoded every epoch")
+    steps = max(1, len(train.paths) // config.batch_size)  # whole batches of the training clips
     train_ds = dataset_for(train, clip_len=config.num_frames, size=size, training=True,
                            batch_size=config.batch_size, seed=config.seed, stride_range=config.stride_range,
                            strides=train.strides(config.fps), failures=failures, cache=cache,
-                           skip=first_epoch * _steps(train, config) * config.batch_size)
+                           skip=first_epoch * steps * config.batch_size)
     val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
                          batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
-    return train_ds, val_ds, _steps(train, config)
-
-
-def _steps(train, config):
-    """Optimizer steps per epoch: whole batches of the training clips (at least one)."""
-    return max(1, len(train.paths) // config.batch_size)
+    return train_ds, val_ds, steps
 
 
 def make_split(listing, config):
@@ -63,7 +59,7 @@ def make_split(listing, config):
     `val_fraction` of all clips taken from the rest for validation. Where the data is too small
     to hold a test part out (a grouped split needs groups to spare), there is none, and a warning."""
     method = config.split if config.split != "auto" else ("grouped" if listing.groups else "stratified")
-    test_fraction = getattr(config, "test_fraction", 0.0)
+    test_fraction = config.test_fraction
     if listing.splits:
         method = "manifest"
         parts = {name: [i for i, s in enumerate(listing.splits) if s == name] for name in ("train", "val", "test")}
