@@ -64,6 +64,16 @@ def parser():
     p.add_argument("--threads", type=int, help="LiteRT threads")
     p.add_argument("--max-frames", type=int, help="stop after this many source frames")
 
+    p = sub.add_parser("detect", help="detect and track people in a video or camera, frame by frame")
+    p.add_argument("--model", required=True,
+                   help="detection run directory, SavedModel (or export/<model>) or stream_*.tflite")
+    p.add_argument("source", help="video file, or a camera index such as 0")
+    p.add_argument("--out", help="write the video with boxes and track ids here (.mp4 or .avi)")
+    p.add_argument("--mot", help="write the tracks here in the MOTChallenge format (frame,id,x,y,w,h,score,...)")
+    p.add_argument("--min-score", type=float, default=0.3, help="lowest score drawn and written (0-1)")
+    p.add_argument("--threads", type=int, help="LiteRT threads")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+
     p = sub.add_parser("prepare", help="decode a video dataset once into sharded JPEG TFRecords (fast path)")
     p.add_argument("--data", required=True, help="class-per-folder directory or CSV manifest")
     p.add_argument("--out", required=True, help="output folder, new or empty (or prepared data, replaced whole); "
@@ -210,6 +220,16 @@ def _run(args):
         result = export_run(args.run, args.out, args.calibration_clips, args.parity_clips)
         print(parity.table(result["parity"]))
         print(json.dumps({k: result[k] for k in ("saved_model", "tflite", "models_config")}, indent=2))
+    elif args.command == "detect":
+        from sora_tf.data.video import VideoError
+        from sora_tf.export.detector import detect
+        try:
+            summary = detect(args.model, args.source, out=args.out, mot=args.mot, threads=args.threads,
+                             max_frames=args.max_frames, min_score=args.min_score)
+        except VideoError as e:
+            print(f"sora_tf detect: error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary, indent=2))
     elif args.command == "stream":
         from sora_tf.data.video import VideoError
         from sora_tf.export.stream import stream

@@ -18,7 +18,7 @@ from sora_tf import export, models, train
 from sora_tf.config import override
 from sora_tf.export import parity, tflite
 
-MODELS = ["sora_cls", "sora_vaegan"]
+MODELS = ["sora_cls", "sora_vaegan", "sora_det"]
 
 
 def _clips(config, b=2):
@@ -26,17 +26,53 @@ def _clips(config, b=2):
     return rng.integers(0, 256, (b, config.num_frames, config.image_size, config.image_size, 3)).astype("uint8")
 
 
+def _clip_batch(config):
+    return _clips(config), np.array([0, 1])
+
+
+def _detection_batch(config):
+    """Clips at the training crop's size, and the targets of two boxes a frame."""
+    from sora_tf.train.detect import render_targets
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, config.num_frames, config.crop_height, config.crop_width, 3)).astype("uint8")
+    boxes = np.tile(np.array([[4, 8, 20, 40], [30, 10, 50, 60]], np.float32), (config.num_frames, 1, 1))
+    heat, sides = render_targets(boxes, np.zeros((config.num_frames, 2), np.int32), config.crop_height,
+                                 config.crop_width, config)
+    return x, {"heatmap": np.stack([heat] * 2), "sides": np.stack([sides] * 2)}
+
+
+def _clip_export_inputs(config, tmp_path):
+    clips = _clips(config, 3)
+    labels = np.arange(3) % config.num_classes
+    return (clips, labels), (clips, labels)
+
+
+def _detection_export_inputs(config, tmp_path):
+    from sora_tf.data import synthetic_det
+    from sora_tf.data.mot import load_sequence
+    from sora_tf.export.detect import FrameSet
+
+    sequence = load_sequence(synthetic_det.generate(str(tmp_path / "walkers"), "tiny"), config.size)
+    return FrameSet(sequence, range(40, 50)), FrameSet(sequence, range(10))
+
+
+# What each task's harness feeds: a training batch (x, y) and export's (val, calib).
+TRAIN_BATCH = {"classify": _clip_batch, "generate": _clip_batch, "detect": _detection_batch}
+EXPORT_INPUTS = {"classify": _clip_export_inputs, "generate": _clip_export_inputs, "detect": _detection_export_inputs}
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_build_train_step_save_reload(name, tmp_path):
     module = models.get(name)
     config = module.Config.tiny()
     model = module.build(config)
-    x = _clips(config)
+    x, y = TRAIN_BATCH[module.task](config)
     out = model(x, training=False)
     assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
 
     before = [w.copy() for w in model.get_weights()]
-    history = train.task(name).trainer(model, config, 1).fit(x, np.array([0, 1]), epochs=1, verbose=0).history
+    history = train.task(name).trainer(model, config, 1).fit(x, y, epochs=1, verbose=0).history
     assert all(np.isfinite(v).all() for v in history.values())
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
@@ -55,8 +91,8 @@ def test_saved_model_and_float32_tflite_equal_keras(name, tmp_path):
     config = module.Config.tiny()
     model = module.build(config)
     classes = [f"class{i}" for i in range(config.num_classes)]
-    clips, labels = _clips(config, 3), np.arange(3) % config.num_classes
-    result = export.task(name).export(model, classes, str(tmp_path), name, (clips, labels), (clips, labels),
+    val, calib = EXPORT_INPUTS[module.task](config, tmp_path)
+    result = export.task(name).export(model, classes, str(tmp_path), name, val, calib,
                                       {"run": "harness"}, variants=("float32",))
     assert os.path.basename(result["saved_model"]) == "1"
     assert tf.saved_model.load(result["saved_model"]).signatures  # reloads, with named signatures
@@ -84,6 +120,8 @@ def test_every_model_meets_the_contract():
         module = models.get(name)
         assert dataclasses.is_dataclass(module.Config) and callable(module.Config.tiny)
         assert callable(train.task(name).fit) and callable(export.task(name).export)
+        assert callable(train.task(name).prepare) and callable(train.task(name).default_data)
+        assert callable(export.task(name).export_inputs)
     with pytest.raises(ValueError, match="is not a model"):
         models.get("blocks")
 
@@ -134,7 +172,7 @@ def test_unknown_model_and_bad_overrides():
 # builds moves them and runs saved before no longer load (or load into the wrong layers). Recorded
 # (tests/data/saved_weights.json) from the models the current default runs were saved with.
 SAVED_LAYOUT = os.path.join(os.path.dirname(__file__), "data", "saved_weights.json")
-LAYOUTS = {"sora_cls": (), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",)}
+LAYOUTS = {"sora_cls": (), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",), "sora_det": ()}
 
 
 def _saved_layout(key, tmp_path):

@@ -112,7 +112,7 @@ def _manifest_with(data, path, column, value):
 
 def test_csv_group_column_and_grouped_run_split(tiny_data, tmp_path):
     from sora_tf.models.sora_cls import Config
-    from sora_tf.train.run import make_split
+    from sora_tf.train.clips import make_split
 
     manifest = _manifest_with(tiny_data, tmp_path / "grouped.csv", "group", lambda i: f"src{i // 2}")
     listing = list_clips(str(manifest))
@@ -126,7 +126,7 @@ def test_csv_group_column_and_grouped_run_split(tiny_data, tmp_path):
 
 def test_manifest_split_column_is_the_run_split(tiny_data, tmp_path):
     from sora_tf.models.sora_cls import Config
-    from sora_tf.train.run import make_split
+    from sora_tf.train.clips import make_split
 
     manifest = _manifest_with(tiny_data, tmp_path / "split.csv", "split", lambda i: "val" if i % 3 == 0 else "train")
     rows = list(csv.DictReader(open(os.path.join(tiny_data, "manifest.csv"))))
@@ -149,7 +149,7 @@ def test_manifest_split_column_is_the_run_split(tiny_data, tmp_path):
 def test_fight_surv_split_is_grouped_by_source():
     data = shared("fight_surv")
     from sora_tf.models.sora_cls import Config
-    from sora_tf.train.run import make_split
+    from sora_tf.train.clips import make_split
 
     listing = list_clips(data)
     assert len(set(listing.groups)) >= 20

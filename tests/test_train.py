@@ -166,7 +166,7 @@ def test_weight_average_warms_up():
     would keep mostly the initial ones."""
     import keras
     from keras import ops
-    from sora_tf.train.classify import AdamWarmEMA
+    from sora_tf.train.fitting import AdamWarmEMA
     w = keras.Variable(np.zeros(3, "float32"))
     optimizer = AdamWarmEMA(0.1, use_ema=True, ema_momentum=0.99)
     optimizer.build([w])

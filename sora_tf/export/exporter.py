@@ -9,16 +9,14 @@ clips (see `sora_tf.export.parity`). What is exported is the model's task's choi
 import os
 
 from sora_tf import export as tasks
-from sora_tf.runs import load_clips, load_run, source_listing, split_part
+from sora_tf.runs import load_run
 
 
 def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, variants=None):
     """Export `run_dir`; returns {"saved_model": path, "tflite": {name: path}, "parity": [...],
     "models_config": path}. `variants`: the TFLite variants to write (default all)."""
     model, config, classes, info = load_run(run_dir)
-    listing = source_listing(classes, info)  # probed once for both parts
-    val = load_clips(split_part(run_dir, listing, "val", info["data"]), config, parity_clips)
-    calib = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
-    result = tasks.task(info["model"]).export(model, classes, root, info["model"], val, calib,
-                                              {"run": os.path.abspath(run_dir)}, variants)
+    task = tasks.task(info["model"])
+    val, calib = task.export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips)
+    result = task.export(model, classes, root, info["model"], val, calib, {"run": os.path.abspath(run_dir)}, variants)
     return {**result, "models_config": os.path.join(root, "models.config")}

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from sora_tf.atomic import save_json
 from sora_tf.export import parity, saved_model, tflite
+from sora_tf.export.clips import export_inputs  # noqa: F401 (this task exports from the run's clips)
 from sora_tf.models.blocks import to_uint8
 
 TFLITE_VARIANTS = ("float32", "int8")

@@ -106,19 +106,20 @@ def published_tflite(model_dir):
     return os.path.join(model_dir, "tflite", str(max(found))) if found else None
 
 
-def write_saved_model(model, config, classes, path, name, functions, info=None):
+def write_saved_model(model, config, classes, path, name, functions, info=None, spec=None):
     """Write the SavedModel into the (empty, staged) folder `path`, with labels.txt and
     sora_tf.json in assets.extra. `functions`: {signature: (fn, input_signature)}, from the
-    model's task (sora_tf/export/<task>.py)."""
+    model's task (sora_tf/export/<task>.py); `spec`: what sora_tf.json says of the inputs
+    (default: the clip sampling, `sampling(config)`)."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for sig, (fn, spec) in functions.items():
-        archive.add_endpoint(sig, fn, input_signature=spec)
+    for sig, (fn, inputs) in functions.items():
+        archive.add_endpoint(sig, fn, input_signature=inputs)
     archive.write_out(path, verbose=False)
     extra = os.path.join(path, "assets.extra")
     save_text(os.path.join(extra, "labels.txt"), "\n".join(classes) + "\n")
     save_json(os.path.join(extra, "sora_tf.json"), {
-        "model": name, "classes": list(classes), **sampling(config), **(info or {})})
+        "model": name, "classes": list(classes), **(sampling(config) if spec is None else spec), **(info or {})})
 
 
 def write_models_config(export_root):

@@ -50,7 +50,7 @@ class Config:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     # Validate, checkpoint and export an exponential moving average of the weights (0: off),
-    # warmed up over the first steps (`sora_tf.train.classify.AdamWarmEMA`; A/B in docs/sora_cls.md).
+    # warmed up over the first steps (`sora_tf.train.fitting.AdamWarmEMA`; A/B in docs/sora_cls.md).
     ema_momentum: float = 0.99
     val_fraction: float = 0.2
     test_fraction: float = 0.15  # held out first, evaluated once at the end (0: none)

@@ -17,7 +17,8 @@ from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sampling import crop_views
 from sora_tf.progress import bar
 from sora_tf.runs import load_run, source_listing, split_part
-from sora_tf.train.fitting import EarlyStop, RunCheckpoint, log_callbacks, resume
+from sora_tf.train.clips import default_data, prepare  # noqa: F401 (this task's data: labelled clips)
+from sora_tf.train.fitting import AdamWarmEMA, EarlyStop, RunCheckpoint, log_callbacks, resume
 from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
 
 log = logging.getLogger("sora_tf.train")
@@ -37,25 +38,6 @@ def trainer_for(core, config):
                          dtype="uint8", name="frames")
     probabilities = core(augmenter(config)(frames))["probabilities"]
     return keras.Model(frames, probabilities, name="trainer")
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class AdamWarmEMA(keras.optimizers.AdamW):
-    """AdamW whose weight average (`use_ema`) warms up: after n steps its momentum is
-    min(ema_momentum, (1 + n) / (3 + n)), so that it spans about the last half of the steps so
-    far, up to 1 / (1 - ema_momentum) steps (the form of `num_updates` in TensorFlow's
-    `tf.train.ExponentialMovingAverage`). Keras's own average uses ema_momentum from the second
-    step, which on short runs kept weights still largely the initial ones (measured: docs/)."""
-
-    def _update_model_variables_moving_average(self, trainable_variables):
-        if not self.use_ema:
-            return
-        n = ops.cast(self.iterations, "float32")
-        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (3.0 + n)), 0.0)
-        for var, average in zip(trainable_variables, self._model_variables_moving_average):
-            if average is not None:
-                m = ops.cast(momentum, var.dtype)
-                average.assign(m * average + (1.0 - m) * var)
 
 
 def compile_trainer(trainer, config, steps_per_epoch):

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import keras
 import numpy as np
+from keras import ops
 
 from sora_tf.atomic import atomic_write, save_json
 from sora_tf.runs import load_checkpoint, load_json
@@ -29,6 +30,38 @@ class Job:
     resuming: bool
     verbose: int
     train: Callable  # sora_tf.train.run.train, for tasks that train companion runs
+
+
+@dataclasses.dataclass
+class Prepared:
+    """What a task's `prepare` hands back to `run.train`."""
+
+    config: object  # the config, completed from the data (number of classes, ...)
+    classes: list
+    train_ds: object
+    val_ds: object
+    steps: int
+    train_labels: list
+    report: object  # () -> data_report.json's content, once training has read the data
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class AdamWarmEMA(keras.optimizers.AdamW):
+    """AdamW whose weight average (`use_ema`) warms up: after n steps its momentum is
+    min(ema_momentum, (1 + n) / (3 + n)), so that it spans about the last half of the steps so
+    far, up to 1 / (1 - ema_momentum) steps (the form of `num_updates` in TensorFlow's
+    `tf.train.ExponentialMovingAverage`). Keras's own average uses ema_momentum from the second
+    step, which on short runs kept weights still largely the initial ones (measured: docs/)."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        if not self.use_ema:
+            return
+        n = ops.cast(self.iterations, "float32")
+        momentum = ops.where(n > 0, ops.minimum(self.ema_momentum, (1.0 + n) / (3.0 + n)), 0.0)
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = ops.cast(momentum, var.dtype)
+                average.assign(m * average + (1.0 - m) * var)
 
 
 class RunCheckpoint(keras.callbacks.Callback):

@@ -15,6 +15,7 @@ import numpy as np
 from sora_tf.atomic import atomic_write
 from sora_tf.data.pipeline import supervised
 from sora_tf.runs import load_checkpoint, load_json
+from sora_tf.train.clips import default_data, prepare  # noqa: F401 (this task's data: labelled clips)
 from sora_tf.train.fitting import RunCheckpoint, SaveAfter, log_callbacks, resume
 from sora_tf.train.generate_eval import evaluate_generative as evaluate, summary_lines as describe
 

@@ -1,0 +1,10 @@
+"""What the clip tasks (classify, generate) export from: the run's own clips."""
+from sora_tf.runs import load_clips, source_listing, split_part
+
+
+def export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips=None):
+    """((uint8 validation clips, labels) for parity, (training clips, labels) for int8 calibration)."""
+    listing = source_listing(classes, info)  # probed once for both parts
+    val = load_clips(split_part(run_dir, listing, "val", info["data"]), config, parity_clips)
+    calib = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
+    return val, calib
