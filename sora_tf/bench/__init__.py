@@ -3,7 +3,7 @@ that produced it, written to BENCHMARKS.md (for people) and benchmarks.json (for
 
 The machine is shared and noisy, so every figure is compared with a baseline measured in the
 same process minutes apart, and the ratio is what to read. Nothing here is asserted by tests.
-One module per section: inputs, training, augment, tflite; report writes both files.
+One module per section: inputs, training, augment, tflite, detect; report writes both files.
 """
 import argparse
 import os
@@ -11,7 +11,7 @@ import sys
 
 from sora_tf.bench.report import COMMAND, peak_rss_mb, write_reports
 
-SECTIONS = ("input", "long", "train", "augment", "tflite", "stream")
+SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect")
 
 
 def main(argv=None):
@@ -22,6 +22,7 @@ def main(argv=None):
     ap.add_argument("--data", help="video data for the input and training figures (default: generated)")
     ap.add_argument("--clips", type=int, default=280, help="clips read by each input path")
     ap.add_argument("--export", help="a tflite/<version> folder (default: the newest export of the newest run)")
+    ap.add_argument("--detect-export", help="a sora_det tflite/<version> folder (default: the newest under export/)")
     args = ap.parse_args(argv)
     only = set(args.only or SECTIONS)
     results = {}
@@ -54,6 +55,15 @@ def main(argv=None):
             results["TFLite (LiteRT, XNNPACK)"] = bench_tflite(export_dir)
         if "stream" in only:
             results["Streaming vs MoViNet-A0-Stream"] = bench_stream_sizes(sora_cls.Config())
+    if "detect" in only:
+        from sora_tf.bench.detect import bench_detect
+        from sora_tf.export.saved_model import published_tflite
+        found = args.detect_export or published_tflite(os.path.join("export", "sora_det"))
+        if found is None:
+            print("no export/sora_det/tflite/<version>: skipping detection (`make train MODEL=sora_det`, "
+                  "`make export MODEL=sora_det`)", file=sys.stderr)
+        else:
+            results["Detection per frame (sora_det TFLite vs OpenCV HOG)"] = bench_detect(found, args.long_video)
     results["Peak memory"] = [{"process": "bench", "peak_rss_mb": peak_rss_mb(), "command": COMMAND}]
     write_reports(results)
     with open("BENCHMARKS.md") as f:

@@ -136,8 +136,18 @@ def load_predictor(path, threads=None):
         kind = read_labels(path)[1].get("kind")
         return TFLiteStream(path, threads) if kind == "stream" else TFLiteClip(path, threads)
     if os.path.isfile(os.path.join(path, "run.json")):
+        from sora_tf import models
+        from sora_tf.runs import load_json
+        model = load_json(os.path.join(path, "run.json"), needs=("model",))["model"]
+        if models.get(model).task != "classify":
+            raise ValueError(f"{path}: a {model} run ({models.get(model).task}), not a classifier"
+                             + ("; use `detect`" if models.get(model).task == "detect" else ""))
         return RunClip(path)
     if newest(path):
+        with open(os.path.join(newest(path), "assets.extra", "sora_tf.json")) as f:
+            meta = json.load(f)
+        if "max_detections" in meta or "num_frames" not in meta:
+            raise ValueError(f"{path}: not a classifier's SavedModel" + ("; use `detect`" if "max_detections" in meta else ""))
         return SavedModelClip(newest(path))
     raise ValueError(f"{path}: neither a run directory (run.json), a SavedModel (saved_model.pb) "
                      "nor a model folder with integer versions")

@@ -69,9 +69,11 @@ class Config:
     hog_baseline: bool = True  # OpenCV's HOG people detector
     hog_upscale: float = 2.0
     # Augmentation (one draw per clip, boxes moved with the pixels)
-    aug_zoom: float = 0.25
+    aug_zoom: tuple = (-0.5, 0.25)  # Keras RandomZoom's range: -0.5 zooms in 2x, 0.25 out 1.33x
     aug_translate: float = 0.1
     aug_flip: bool = True
+    aug_paste: int = 3  # people of the clip pasted again elsewhere (copy-paste; 0: off)
+    aug_paste_scale: tuple = (0.8, 1.6)
     aug_brightness: float = 0.2
     aug_contrast: float = 0.2
 
@@ -103,6 +105,11 @@ class Config:
             raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
         if not 0 <= self.ema_momentum < 1:
             raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if len(self.aug_zoom) != 2 or not -1 < self.aug_zoom[0] <= self.aug_zoom[1]:
+            raise ValueError(f"aug_zoom needs two numbers (lowest, highest) above -1, got {self.aug_zoom}")
+        if self.aug_paste < 0 or len(self.aug_paste_scale) != 2 or not 0 < self.aug_paste_scale[0] <= self.aug_paste_scale[1]:
+            raise ValueError(f"aug_paste must be >= 0 and aug_paste_scale two positive numbers (lowest, highest), "
+                             f"got {self.aug_paste}, {self.aug_paste_scale}")
         if self.steps_per_epoch < 0 or self.hog_upscale <= 0:
             raise ValueError("steps_per_epoch must be >= 0 and hog_upscale > 0")
 

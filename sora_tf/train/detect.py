@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -33,26 +34,66 @@ def default_data(preset):
 
 
 def padded_boxes(sequence, max_objects):
-    """(boxes [N, M, 4], labels [N, M]) of every frame: people, then ignored regions, then padding
-    (label -1); frames with more than M boxes keep the first M (counted)."""
+    """(boxes [N, M, 4], labels [N, M], track ids [N, M], dropped) of every frame: people, then
+    ignored regions, then padding (label -1, id -1); frames with more than M boxes keep the
+    first M (counted)."""
     n = len(sequence.frames)
     boxes, labels = np.zeros((n, max_objects, 4), np.float32), np.full((n, max_objects), PADDING, np.int32)
+    ids = np.full((n, max_objects), -1, np.int64)
     dropped = 0
     for i in range(n):
         found = np.concatenate([sequence.boxes[i], sequence.ignore[i]])[:max_objects]
         kinds = [PERSON] * len(sequence.boxes[i]) + [IGNORED] * len(sequence.ignore[i])
         dropped += max(0, len(kinds) - max_objects)
         boxes[i, :len(found)], labels[i, :len(found)] = found, kinds[:max_objects]
+        people = sequence.ids[i][:max_objects]
+        ids[i, :len(people)] = people
     if dropped:
         log.warning("%d box(es) over max_objects=%d per frame left out of training", dropped, max_objects)
-    return boxes, labels, dropped
+    return boxes, labels, ids, dropped
+
+
+def paste_people(clip, boxes, labels, ids, count, scale_range, rng):
+    """Copy-paste (Ghiasi et al., 2021) for clips: `count` people of the clip, each followed through
+    its frames, pasted again elsewhere, scaled by one factor from `scale_range`, with their boxes
+    added, so that people appear at sizes and on backgrounds the one camera's training part
+    lacks (PETS09 trains on none taller than 130 px or on the grass, and tests on both). The
+    patch is the box, background included; one move per person keeps its motion consistent
+    over the frames. Works in place on numpy arrays."""
+    t, h, w = clip.shape[:3]
+    source = clip.copy()
+    present = [i for i in set(ids[0][labels[0] == PERSON].tolist())
+               if all(i in ids[k][labels[k] == PERSON] for k in range(t))]
+    for track in rng.permutation(present)[:count]:
+        rows = [int(np.flatnonzero((ids[k] == track) & (labels[k] == PERSON))[0]) for k in range(t)]
+        first = boxes[0, rows[0]]
+        scale = rng.uniform(*scale_range)
+        bw, bh = (first[2] - first[0]) * scale, (first[3] - first[1]) * scale
+        if bw < 2 or bh < 2 or bw >= w or bh >= h:
+            continue
+        x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        for k in range(t):
+            free = np.flatnonzero(labels[k] == PADDING)
+            if not len(free):
+                break
+            x1, y1, x2, y2 = boxes[k, rows[k]]
+            d = np.array([x0 + (x1 - first[0]) * scale, y0 + (y1 - first[1]) * scale,
+                          x0 + (x2 - first[0]) * scale, y0 + (y2 - first[1]) * scale])
+            d = np.clip(d, 0, [w, h, w, h]).round().astype(int)
+            s = np.array([x1, y1, x2, y2]).round().astype(int)
+            if d[2] - d[0] < 2 or d[3] - d[1] < 2 or s[2] - s[0] < 1 or s[3] - s[1] < 1:
+                continue
+            patch = source[k, s[1]:s[3], s[0]:s[2]]
+            clip[k, d[1]:d[3], d[0]:d[2]] = cv2.resize(patch, (d[2] - d[0], d[3] - d[1]), interpolation=cv2.INTER_LINEAR)
+            boxes[k, free[0]], labels[k, free[0]] = d, PERSON
+    return clip, boxes, labels
 
 
 def augmenters(config):
     """Keras's image preprocessing layers, which move boxes with the pixels. A clip is one image
     of T x 3 channels, so that one draw transforms every frame alike. (Keras 3.15's RandomCrop
     moves the boxes by another offset than the pixels, measured: `crop` does the crop.)"""
-    geometric = [keras.layers.RandomZoom((-config.aug_zoom, config.aug_zoom), fill_mode="constant",
+    geometric = [keras.layers.RandomZoom(tuple(config.aug_zoom), fill_mode="constant",
                                          bounding_box_format="xyxy", seed=config.seed + 1),
                  keras.layers.RandomTranslation(config.aug_translate, config.aug_translate, fill_mode="constant",
                                                 bounding_box_format="xyxy", seed=config.seed + 2)]
@@ -112,16 +153,20 @@ def clip_stream(sequence, indices, config, skip=0):
     if not len(starts):
         raise ValueError(f"{len(indices)} training frames are fewer than num_frames={t}")
     frames = sequence.frames
-    boxes, labels, _ = padded_boxes(sequence, config.max_objects)
+    boxes, labels, ids, _ = padded_boxes(sequence, config.max_objects)
     h, w = frames.shape[1:3]
     geometric, photometric = augmenters(config)
 
-    def fetch(k):
+    def fetch(n, k):
         s = starts[k]
-        return frames[s:s + t], boxes[s:s + t], labels[s:s + t]
+        clip, b, lab = frames[s:s + t].copy(), boxes[s:s + t].copy(), labels[s:s + t].copy()
+        if config.aug_paste:
+            rng = np.random.default_rng([config.seed, int(n)])
+            paste_people(clip, b, lab, ids[s:s + t], config.aug_paste, config.aug_paste_scale, rng)
+        return clip, b, lab
 
     def augment(n, k):
-        clip, b, lab = tf.numpy_function(fetch, [k], (tf.uint8, tf.float32, tf.int32))
+        clip, b, lab = tf.numpy_function(fetch, [n, k], (tf.uint8, tf.float32, tf.int32))
         image = tf.reshape(tf.transpose(tf.cast(clip, tf.float32), [1, 2, 0, 3]), [h, w, t * 3])
         data = {"images": image, "bounding_boxes": {"boxes": tf.reshape(b, [-1, 4]),
                                                     "labels": tf.cast(tf.reshape(lab, [-1]), tf.float32)}}
@@ -166,7 +211,7 @@ def prepare(config, data, out, resuming, first_epoch, strict):
     train_frames = frame_indices(split["train"])
     steps = config.steps_per_epoch or max(1, len(train_frames) // (config.batch_size * config.num_frames))
     train_ds = clip_stream(sequence, train_frames, config, skip=first_epoch * steps * config.batch_size)
-    dropped = padded_boxes(sequence, config.max_objects)[2]
+    dropped = padded_boxes(sequence, config.max_objects)[3]
 
     def report():
         return {"source": sequence.source, "gt": sequence.gt_path, "frames": len(sequence.frames),
@@ -249,6 +294,7 @@ def fit(job):
     config = job.config
     if config.ablation and config.temporal:
         _train_ablation(job)
+        keras.utils.set_random_seed(config.seed)  # the model starts as it would without the twin
     if job.resuming:
         wrapped, initial_epoch, best, waited = resume(job.out)
         core = wrapped.get_layer(job.model_name)
