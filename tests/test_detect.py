@@ -28,7 +28,8 @@ def det_run(walkers, tmp_path_factory):
     from sora_tf.train.evaluate import evaluate
     from sora_tf.train.run import train
 
-    run = train("sora_det", walkers, str(tmp_path_factory.mktemp("runs") / "det"), preset="tiny", verbose=0)
+    run = train("sora_det", walkers, str(tmp_path_factory.mktemp("runs") / "det"), preset="tiny", verbose=0,
+                sets=["ablation=true"])
     evaluate(run)
     return run
 
@@ -187,11 +188,39 @@ def test_training_writes_ap_against_the_split(det_run):
         assert 0 <= part["ap50"] <= 1 and 0 <= part["ap"] <= part["ap50"] + 1e-9
     assert metrics["test"]["frames"] == split["test"][1] - split["test"][0] + 1
     assert set(metrics["test"]["tracking"]) >= {"mota", "idf1"}
+    # The single-frame twin trained beside it, measured on the same frames.
+    assert metrics["test"]["single_frame"]["frames"] == metrics["test"]["frames"]
+    with open(os.path.join(det_run, "single_frame", "config.json")) as f:
+        assert json.load(f)["temporal"] is False
+
+
+def test_resume_goes_on_from_the_last_epoch(walkers, tmp_path):
+    from sora_tf.train.run import train
+    from tests.conftest import history_epochs
+
+    out = str(tmp_path / "run")
+    train("sora_det", walkers, out, epochs=1, preset="tiny", verbose=0)
+    train("sora_det", out=out, epochs=2, preset="tiny", verbose=0, resume=True)
+    assert history_epochs(out) == [0, 1]
+
+
+def test_bad_detection_data_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    (folder / "video.mp4").write_bytes(b"")
+    (folder / "gt.txt").write_text("1,1,10,10,20,40,1,-1,-1,-1\n")
+    assert main(["train", "--model", "sora_det", "--data", str(folder), "--preset", "tiny",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert f"{folder / 'video.mp4'}: empty file" in capsys.readouterr().err
+    assert main(["train", "--model", "sora_det", "--preset", "tiny", "--set", "crop_height=70",
+                 "--out", str(tmp_path / "run2")]) == 2
+    assert "crop_height must be a multiple of 16" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_export_detect_and_serving(det_run, walkers, tmp_path, capsys):
     from sora_tf.export.exporter import export_run
+    from sora_tf.export import tflite
     from sora_tf.export.tflite import flex_ops
 
     result = export_run(det_run, str(tmp_path / "export"), calibration_clips=16)
@@ -200,6 +229,14 @@ def test_export_detect_and_serving(det_run, walkers, tmp_path, capsys):
     by_name = {p["artifact"]: p for p in result["parity"]}
     assert by_name["saved_model"]["max_rel_diff"] < 1e-3 and by_name["tflite_stream_float32"]["max_rel_diff"] < 1e-3
     assert "ap50" in by_name["tflite_stream_int8"]
+    # Full int8: every convolution computes in int8; the decoding of boxes alone stays float.
+    from tensorflow.lite.python import schema_py_generated as schema
+    model = tflite._read_model(open(result["tflite"]["stream_int8"], "rb").read())
+    graph = model.subgraphs[0]
+    kinds = [(max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode),
+              graph.tensors[int(op.inputs[0])].type) for op in graph.operators]
+    convs = [t for k, t in kinds if k == schema.BuiltinOperator.CONV_2D]
+    assert convs and all(t == schema.TensorType.INT8 for t in convs)
 
     # The SavedModel in a process that cannot import sora_tf: any T, any frame size.
     proc = subprocess.run([sys.executable, "-c", SERVING_CHECK, result["saved_model"]], capture_output=True,

@@ -65,6 +65,29 @@ def convert(fn, trackable, variant, representative=None):
     return compact_tensor_names(converter.convert())
 
 
+def int8_keeping_float(fn, trackable, representative, float_scopes):
+    """Full int8 of tf.function `fn`, but for the ops whose names contain one of `float_scopes`, which run
+    in float32 between a dequantize and a quantize (calibration, then `mlir_quantize` with those
+    nodes denylisted, as `tf.lite.experimental.QuantizationDebugger` does for selective
+    quantisation; TF 2.21 internals, pinned in setup.cfg)."""
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(fn)], trackable)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    graph = _read_model(calibrated).subgraphs[0]
+    nodes = [graph.tensors[int(op.outputs[0])].name.decode() for op in graph.operators]
+    kept = [n for n in nodes if any(scope in n for scope in float_scopes)]
+    if not kept:
+        raise ValueError(f"no op named with any of {float_scopes} to keep in float")
+    return compact_tensor_names(lite_convert.mlir_quantize(
+        bytes(calibrated), disable_per_channel=False, fully_quantize=False, enable_numeric_verify=False,
+        denylisted_nodes=kept))
+
+
 def int8_pair(step, loop, trackable, representative):
     """{"stream": bytes, "clip": bytes}: full int8 files of the streaming `step` and of `loop`
     (`loop_function` of the same stream), quantised with one set of ranges, calibrated on the

@@ -308,6 +308,19 @@ def decode(heatmap, sides, max_detections, height, width):
     return boxes, scores
 
 
+class DecodeBoxes(layers.Layer):
+    """`decode` as a layer, so that its ops carry its name in a TFLite graph: full int8 keeps
+    them in float (`sora_tf.export.tflite.int8_keeping_float`), as box corners need finer steps
+    than the frame's width over 256."""
+
+    def __init__(self, max_detections, height, width, **kwargs):
+        super().__init__(**kwargs)
+        self.k, self.height, self.width = max_detections, height, width
+
+    def call(self, heatmap, sides):
+        return decode(heatmap, sides, self.k, self.height, self.width)
+
+
 def stream_model(model, batch=None, size=None):
     """One frame [B, H, W, 3] in [0, 255] and the `state_*` tensors -> `boxes` [B, K, 4], `scores`
     [B, K] and the new `state_*`, sharing `model`'s layers. Fed a clip's frames one by one from
@@ -338,6 +351,6 @@ def stream_model(model, batch=None, size=None):
     else:
         g16 = parts["g16"](s16)
     heat, sides = parts["head"]([s4, s8, g16])
-    boxes, scores = decode(heat, sides, config.max_detections, h, w)
+    boxes, scores = DecodeBoxes(config.max_detections, h, w, name="decode_boxes")(heat, sides)
     return keras.Model({"frame": frame, **state}, {"boxes": boxes, "scores": scores, **new_state},
                        name=f"{model.name}_stream")
