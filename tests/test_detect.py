@@ -229,14 +229,14 @@ def test_export_detect_and_serving(det_run, walkers, tmp_path, capsys):
     by_name = {p["artifact"]: p for p in result["parity"]}
     assert by_name["saved_model"]["max_rel_diff"] < 1e-3 and by_name["tflite_stream_float32"]["max_rel_diff"] < 1e-3
     assert "ap50" in by_name["tflite_stream_int8"]
-    # Full int8: every convolution computes in int8; the decoding of boxes alone stays float.
+    # int8: the convolutions of the frame CNN and the GRU compute in int8; the head stays float.
     from tensorflow.lite.python import schema_py_generated as schema
     model = tflite._read_model(open(result["tflite"]["stream_int8"], "rb").read())
     graph = model.subgraphs[0]
-    kinds = [(max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode),
-              graph.tensors[int(op.inputs[0])].type) for op in graph.operators]
-    convs = [t for k, t in kinds if k == schema.BuiltinOperator.CONV_2D]
-    assert convs and all(t == schema.TensorType.INT8 for t in convs)
+    convs = [graph.tensors[int(op.inputs[0])].type for op in graph.operators
+             if max(model.operatorCodes[op.opcodeIndex].builtinCode,
+                    model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D]
+    assert convs.count(schema.TensorType.INT8) >= 2 * len(sora_det.Config.tiny().widths)  # CNN stages, GRU
 
     # The SavedModel in a process that cannot import sora_tf: any T, any frame size.
     proc = subprocess.run([sys.executable, "-c", SERVING_CHECK, result["saved_model"]], capture_output=True,
