@@ -10,6 +10,19 @@ import numpy as np
 import tensorflow as tf
 
 
+# OpenCV's peopledetect sample's settings for the default HOG people detector.
+HOG_SETTINGS = {"winStride": (8, 8), "padding": (8, 8), "scale": 1.05}
+
+
+def hog_people():
+    """OpenCV's HOG descriptor with its default people detector (the baseline; OpenCV 4.x)."""
+    import cv2
+
+    hog = cv2.HOGDescriptor()
+    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    return hog
+
+
 def stream_detections(model, frames):
     """[(boxes [K, 4], scores [K])] of each frame in `frames` (uint8 [N, H, W, 3] at the model's
     size), fed in order through the model's streaming form from the zero state."""

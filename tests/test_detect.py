@@ -194,6 +194,12 @@ def test_training_writes_ap_against_the_split(det_run):
         assert json.load(f)["temporal"] is False
 
 
+def test_evaluate_on_other_data_scores_all_its_frames(det_run, walkers, capsys):
+    assert main(["evaluate", det_run, "--data", walkers]) == 0
+    out = capsys.readouterr().out
+    assert "(80 frames" in out and "tracking (ByteTrack): MOTA" in out
+
+
 def test_resume_goes_on_from_the_last_epoch(walkers, tmp_path):
     from sora_tf.train.run import train
     from tests.conftest import history_epochs

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from sora_tf.bench.report import COMMAND, timeit
+from sora_tf.detection import HOG_SETTINGS, hog_people
 
 
 def _frames(video, count=8):
@@ -27,12 +28,10 @@ def bench_detect(export_dir, video=None, repeat=30):
     from sora_tf.export.detector import TFLiteDetector
 
     frames = _frames(video)
-    hog = cv2.HOGDescriptor()
-    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    hog = hog_people()
     big = [cv2.resize(f, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR) for f in frames]
     k = iter(range(10 ** 9))
-    hog_ms = timeit(lambda: hog.detectMultiScale(big[next(k) % len(big)], winStride=(8, 8), padding=(8, 8),
-                                                 scale=1.05), 3, warmup=1)[0] * 1e3
+    hog_ms = timeit(lambda: hog.detectMultiScale(big[next(k) % len(big)], **HOG_SETTINGS), 3, warmup=1)[0] * 1e3
     parity = {p["artifact"]: p for p in json.load(open(os.path.join(export_dir, "parity.json")))}
     source = f"{frames[0].shape[1]}x{frames[0].shape[0]} frames"
     rows = [{"model": "OpenCV HOG (2x upscale)", "threads": cv2.getNumThreads(), "ms_per_frame": hog_ms,

@@ -53,7 +53,14 @@ def padded_boxes(sequence, max_objects):
     return boxes, labels, ids, dropped
 
 
-def paste_people(clip, boxes, labels, ids, count, scale_range, rng):
+def _ellipse(h, w):
+    """[h, w, 1] weights: 1 inside an ellipse inscribed in the box, fading to 0 at its edge."""
+    y, x = np.mgrid[0:h, 0:w]
+    r2 = ((x + 0.5 - w / 2) / (w / 2)) ** 2 + ((y + 0.5 - h / 2) / (h / 2)) ** 2
+    return np.clip((1 - r2) * 3, 0, 1)[..., None].astype(np.float32)
+
+
+def paste_people(clip, boxes, labels, ids, count, scale_range, rng, soft=False):
     """Copy-paste (Ghiasi et al., 2021) for clips: `count` people of the clip, each followed through
     its frames, pasted again elsewhere, scaled by one factor from `scale_range`, with their boxes
     added, so that people appear at sizes and on backgrounds the one camera's training part
@@ -83,8 +90,11 @@ def paste_people(clip, boxes, labels, ids, count, scale_range, rng):
             s = np.array([x1, y1, x2, y2]).round().astype(int)
             if d[2] - d[0] < 2 or d[3] - d[1] < 2 or s[2] - s[0] < 1 or s[3] - s[1] < 1:
                 continue
-            patch = source[k, s[1]:s[3], s[0]:s[2]]
-            clip[k, d[1]:d[3], d[0]:d[2]] = cv2.resize(patch, (d[2] - d[0], d[3] - d[1]), interpolation=cv2.INTER_LINEAR)
+            patch = cv2.resize(source[k, s[1]:s[3], s[0]:s[2]], (d[2] - d[0], d[3] - d[1]), interpolation=cv2.INTER_LINEAR)
+            if soft:  # the person, not the rectangle of background around it
+                alpha = _ellipse(*patch.shape[:2])
+                patch = (alpha * patch + (1 - alpha) * clip[k, d[1]:d[3], d[0]:d[2]]).round().astype(np.uint8)
+            clip[k, d[1]:d[3], d[0]:d[2]] = patch
             boxes[k, free[0]], labels[k, free[0]] = d, PERSON
     return clip, boxes, labels
 
@@ -162,7 +172,7 @@ def clip_stream(sequence, indices, config, skip=0):
         clip, b, lab = frames[s:s + t].copy(), boxes[s:s + t].copy(), labels[s:s + t].copy()
         if config.aug_paste:
             rng = np.random.default_rng([config.seed, int(n)])
-            paste_people(clip, b, lab, ids[s:s + t], config.aug_paste, config.aug_paste_scale, rng)
+            paste_people(clip, b, lab, ids[s:s + t], config.aug_paste, config.aug_paste_scale, rng, config.aug_paste_soft)
         return clip, b, lab
 
     def augment(n, k):

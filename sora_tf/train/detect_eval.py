@@ -3,7 +3,6 @@ precision and recall at the best-F1 threshold, the single-frame twin and OpenCV'
 detector on the same test frames with the same evaluator, and tracking (MOTA, IDF1) on the test
 frames (sora_tf/detection.py). Boxes are compared in the source's pixels.
 """
-import logging
 import os
 import time
 
@@ -12,12 +11,10 @@ import keras
 import numpy as np
 
 from sora_tf.atomic import save_json
-from sora_tf.detection import ap_metrics, model_detections, native_gt, track, tracking_metrics
 from sora_tf.data.mot import frame_indices, load_sequence, native_frames
+from sora_tf.detection import HOG_SETTINGS, ap_metrics, hog_people, model_detections, native_gt, track, tracking_metrics
 from sora_tf.progress import bar
 from sora_tf.runs import load_checkpoint, load_json, load_run
-
-log = logging.getLogger("sora_tf.train")
 
 
 def hog_detections(sequence, indices, upscale=2.0):
@@ -25,13 +22,12 @@ def hog_detections(sequence, indices, upscale=2.0):
     on frames upscaled `upscale` times (it misses people under 128 px), its boxes shrunk by the
     window's margin as OpenCV's peopledetect sample does (15% of the width a side, 5% of the
     height). Returns (detections in source pixels, seconds per frame)."""
-    hog = cv2.HOGDescriptor()
-    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    hog = hog_people()
     found, seconds = [], 0.0
     for _, image in bar(native_frames(sequence.source, indices), "HOG baseline", total=len(indices), unit="frame"):
         big = cv2.resize(image, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_LINEAR)
         start = time.perf_counter()
-        rects, weights = hog.detectMultiScale(big, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        rects, weights = hog.detectMultiScale(big, **HOG_SETTINGS)
         seconds += time.perf_counter() - start
         rects = np.asarray(rects, np.float32).reshape(-1, 4) / upscale
         x, y, w, h = rects.T
@@ -92,13 +88,16 @@ def describe(metrics):
     def line(name, m):
         return (f"{name} AP50 {m['ap50']:.4f}  AP {m['ap']:.4f}  precision {m['precision']:.3f} recall "
                 f"{m['recall']:.3f} at score {m['score_threshold']:.2f}  ({m['frames']} frames, {m['boxes']} boxes)")
+    def tracks(name, m):
+        return f"{name} tracking (ByteTrack): MOTA {m['mota']:.4f}  IDF1 {m['idf1']:.4f}  ID switches {m['id_switches']}"
     lines = [line(metrics["split"], metrics)]
+    if "tracking" in metrics:  # evaluate --data: every frame of that data
+        lines.append(tracks(metrics["split"], metrics["tracking"]))
     test = metrics.get("test")
     if test:
         lines.append(line("test", test))
         for key, name in (("single_frame", "  single-frame twin"), ("hog", "  OpenCV HOG")):
             if key in test:
                 lines.append(line(name, test[key]))
-        lines.append("test tracking (ByteTrack): MOTA {mota:.4f}  IDF1 {idf1:.4f}  ID switches {id_switches}"
-                     .format(**test["tracking"]))
+        lines.append(tracks("test", test["tracking"]))
     return "\n".join(lines)
