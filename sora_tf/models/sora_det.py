@@ -74,7 +74,7 @@ class Config:
     aug_flip: bool = True
     aug_paste: int = 3  # people of the clip pasted again elsewhere (copy-paste; 0: off)
     aug_paste_scale: tuple = (0.8, 1.6)
-    aug_paste_soft: bool = False  # paste an ellipse inside the box, not the box (docs/sora_det.md)
+    aug_paste_soft: bool = True  # paste an ellipse inside the box, not the box (docs/sora_det.md)
     aug_brightness: float = 0.2
     aug_contrast: float = 0.2
 
