@@ -1,5 +1,6 @@
 """Detection: MOT data and its errors, the temporal split, targets and augmentation that keep boxes
 on their pixels, decoding, the evaluators, training, export and the `detect` command."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ from sora_tf.data import synthetic_det
 from sora_tf.data.mot import Sequence, load_sequence, read_gt, temporal_split
 from sora_tf.detection import ap_metrics, track, tracking_metrics
 from sora_tf.models import sora_det
-from sora_tf.train.detect import BoxLoss, HeatmapLoss, clip_stream, render_targets
+from sora_tf.train.detect import BoxLoss, HeatmapLoss, clip_stream, paste_people, render_targets
 from tests.conftest import shared
 
 
@@ -107,7 +108,7 @@ def test_targets_peak_at_each_centre_with_its_box():
 def test_augmented_clips_keep_boxes_on_their_pixels():
     """White boxes on black frames: after zoom, shift, flip and crop, every centre cell of the
     targets is white, and its box covers white."""
-    config = sora_det.Config.tiny()
+    config = dataclasses.replace(sora_det.Config.tiny(), aug_paste=0)
     rng = np.random.default_rng(0)
     frames = np.zeros((12, 96, 128, 3), np.uint8)
     boxes = []
@@ -126,6 +127,24 @@ def test_augmented_clips_keep_boxes_on_their_pixels():
         assert white[y1:y2, x1:x2].mean() > 0.8
         checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_pasted_people_bring_their_boxes_and_motion(soft):
+    t = 4
+    clip = np.zeros((t, 96, 128, 3), np.uint8)
+    boxes = np.zeros((t, 8, 4), np.float32)
+    labels = np.full((t, 8), -1, np.int32)
+    ids = np.full((t, 8), -1, np.int64)
+    for k in range(t):  # one white person walking right, 2 px a frame
+        clip[k, 30:70, 10 + 2 * k:30 + 2 * k] = 255
+        boxes[k, 0], labels[k, 0], ids[k, 0] = (10 + 2 * k, 30, 30 + 2 * k, 70), 0, 7
+    paste_people(clip, boxes, labels, ids, 1, (1.0, 1.0), np.random.default_rng(0), soft=soft)
+    pasted = boxes[:, 1]
+    assert (labels[:, 1] == 0).all() and np.allclose(pasted[:, 2] - pasted[:, 0], 20, atol=1)
+    np.testing.assert_allclose(np.diff(pasted[:, 0]), 2, atol=1)  # it walks as the original does
+    for k, (x1, y1, x2, y2) in enumerate(pasted.astype(int)):
+        assert clip[k, (y1 + y2) // 2, (x1 + x2) // 2, 0] == 255
 
 
 def test_decode_finds_the_peaks_with_their_boxes():

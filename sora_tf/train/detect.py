@@ -65,8 +65,8 @@ def paste_people(clip, boxes, labels, ids, count, scale_range, rng, soft=False):
     its frames, pasted again elsewhere, scaled by one factor from `scale_range`, with their boxes
     added, so that people appear at sizes and on backgrounds the one camera's training part
     lacks (PETS09 trains on none taller than 130 px or on the grass, and tests on both). The
-    patch is the box, background included; one move per person keeps its motion consistent
-    over the frames. Works in place on numpy arrays."""
+    patch is the box, or with `soft` an ellipse inside it fading into the destination; one move
+    per person keeps its motion consistent over the frames. Works in place on numpy arrays."""
     t, h, w = clip.shape[:3]
     source = clip.copy()
     present = [i for i in set(ids[0][labels[0] == PERSON].tolist())
