@@ -8,6 +8,22 @@ from sora_tf.data import synthetic
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
+# The start of a script run in a fresh interpreter in which sora_tf cannot be imported: what
+# TF Serving has (a SavedModel must not need our code).
+WITHOUT_SORA_TF = r"""
+import importlib.abc, json, sys
+
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "sora_tf":
+            raise ImportError("sora_tf is blocked in this process")
+
+
+sys.meta_path.insert(0, Block())
+"""
+
+
 def shared(*parts):
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = os.path.join(SHARED_DATA, *parts)

@@ -16,7 +16,7 @@ from sora_tf.data.mot import Sequence, load_sequence, read_gt, temporal_split
 from sora_tf.detection import ap_metrics, track, tracking_metrics
 from sora_tf.models import sora_det
 from sora_tf.train.detect import BoxLoss, HeatmapLoss, clip_stream, paste_people, render_targets
-from tests.conftest import shared
+from tests.conftest import WITHOUT_SORA_TF, shared
 
 
 @pytest.fixture(scope="module")
@@ -286,17 +286,7 @@ def test_export_detect_and_serving(det_run, walkers, tmp_path, capsys):
     assert "cannot open" in capsys.readouterr().err
 
 
-SERVING_CHECK = r"""
-import importlib.abc, json, sys
-
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "sora_tf":
-            raise ImportError("sora_tf is blocked in this process")
-
-
-sys.meta_path.insert(0, Block())
+SERVING_CHECK = WITHOUT_SORA_TF + r"""
 import numpy as np
 import tensorflow as tf
 loaded = tf.saved_model.load(sys.argv[1])

@@ -19,7 +19,7 @@ from sora_tf.export.classify import export_tflite
 from sora_tf.export.exporter import export_run
 from sora_tf.export.runtime import TFLiteStream, load_predictor, predict_videos
 from sora_tf.runs import load_clips, load_run, run_listing
-from tests.conftest import shared
+from tests.conftest import WITHOUT_SORA_TF, shared
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +37,7 @@ def val_clips(tiny_run):
 
 # Runs in a fresh interpreter that imports only TensorFlow (which itself imports keras in TF
 # 2.21), with sora_tf made unimportable: the SavedModel must not need our code.
-SERVING_CHECK = r"""
-import importlib.abc, json, sys
-
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "sora_tf":
-            raise ImportError("sora_tf is blocked in this process")
-
-
-sys.meta_path.insert(0, Block())
+SERVING_CHECK = WITHOUT_SORA_TF + r"""
 import numpy as np
 import tensorflow as tf
 path, data = sys.argv[1], np.load(sys.argv[2])

@@ -172,15 +172,19 @@ def generate(out_dir, variant="default", seed=0):
     return out_dir
 
 
-def ensure(variant="default", seed=0, root=None):
-    """The cached dataset directory for `variant`, generated on first use."""
-    out = os.path.join(root or default_root(), f"moving_shapes-{variant}-s{seed}")
+def cached(out, version, spec, build):
+    """`out` if it holds generated data of `version` and `spec` (a Variant), else `build()`'s."""
     meta = os.path.join(out, "dataset.json")
     if os.path.isfile(meta):
         with open(meta) as f:
             found = json.load(f)
-        if found.get("version") == VERSION and all(
-                found.get(k) == v for k, v in dataclasses.asdict(VARIANTS[variant]).items()):
+        if found.get("version") == version and all(found.get(k) == v for k, v in dataclasses.asdict(spec).items()):
             return out
-    log.info("generating %s dataset into %s (first use)", variant, out)
-    return generate(out, variant, seed)
+    log.info("generating %s (first use)", out)
+    return build()
+
+
+def ensure(variant="default", seed=0, root=None):
+    """The cached dataset directory for `variant`, generated on first use."""
+    out = os.path.join(root or default_root(), f"moving_shapes-{variant}-s{seed}")
+    return cached(out, VERSION, VARIANTS[variant], lambda: generate(out, variant, seed))

@@ -17,7 +17,7 @@ import numpy as np
 
 from sora_tf.atomic import atomic_dir, check_replaceable
 from sora_tf.data.mot import write_sequence
-from sora_tf.data.synthetic import _background, _texture, default_root
+from sora_tf.data.synthetic import _background, _texture, cached, default_root
 
 log = logging.getLogger("sora_tf.data")
 
@@ -158,12 +158,4 @@ def generate(out_dir, variant="default", seed=0):
 def ensure(variant="default", seed=0, root=None):
     """The cached sequence folder for `variant`, generated on first use."""
     out = os.path.join(root or default_root(), f"walkers-{variant}-s{seed}")
-    meta = os.path.join(out, "dataset.json")
-    if os.path.isfile(meta):
-        with open(meta) as f:
-            found = json.load(f)
-        if found.get("version") == VERSION and all(
-                found.get(k) == v for k, v in dataclasses.asdict(VARIANTS[variant]).items()):
-            return out
-    log.info("generating %s detection sequence into %s (first use)", variant, out)
-    return generate(out, variant, seed)
+    return cached(out, VERSION, VARIANTS[variant], lambda: generate(out, variant, seed))

@@ -17,6 +17,7 @@ from sora_tf.data.mot import write_mot
 from sora_tf.data.video import VideoError
 from sora_tf.detection import Tracker
 from sora_tf.export.saved_model import newest
+from sora_tf.export.stream import open_source
 from sora_tf.export.tflite import read_labels
 
 
@@ -111,14 +112,6 @@ def load_detector(path, threads=None):
                      "nor a model folder with integer versions")
 
 
-def _open(source):
-    cap = cv2.VideoCapture(int(source) if str(source).isdigit() else source)
-    if not cap.isOpened():
-        cap.release()
-        raise VideoError(f"{source}: cannot open (not a video, or no such camera)")
-    return cap
-
-
 def detect(model_path, source, *, out=None, mot=None, threads=None, max_frames=None, min_score=0.3):
     """Detect and track over `source`; returns {"frames", "detections", "tracks", "p50_ms",
     "p95_ms", "fps", "out", "mot"}. `out`: an annotated video (boxes with track ids); `mot`:
@@ -131,7 +124,7 @@ def detect(model_path, source, *, out=None, mot=None, threads=None, max_frames=N
     if out and not out.lower().endswith((".mp4", ".avi")):
         raise ValueError(f"--out {out}: write the annotated video to a .mp4 or .avi file")
     detector = load_detector(model_path, threads)
-    cap = _open(source)
+    cap = open_source(source)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if np.isfinite(fps) and 0 < fps < 1000 else 25.0
     rows, latencies = [], []

@@ -14,7 +14,8 @@ from sora_tf.data.video import VideoError, fit_frame
 from sora_tf.export.runtime import TFLiteStream
 
 
-def _open(source):
+def open_source(source):
+    """An OpenCV capture of a video file or a camera index ("0"), or a VideoError."""
     cap = cv2.VideoCapture(int(source) if str(source).isdigit() else source)
     if not cap.isOpened():
         cap.release()
@@ -32,7 +33,7 @@ def stream(model_path, source, *, every=None, window=None, out=None, threads=Non
             raise ValueError(f"{name} must be >= {least}, got {value}")
     model = TFLiteStream(model_path, threads)
     window = model.num_frames if window is None else window
-    cap = _open(source)
+    cap = open_source(source)
     if every is None:
         rate = cap.get(cv2.CAP_PROP_FPS)
         every = max(1, round(rate / model.fps)) if model.fps > 0 and np.isfinite(rate) and rate > 0 else 1

@@ -65,6 +65,16 @@ def convert(fn, trackable, variant, representative=None):
     return compact_tensor_names(converter.convert())
 
 
+def _calibrated(fn, trackable, representative):
+    """The float model of `fn` with the min/max of every activation over `representative`."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(fn)], trackable)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True
+    return converter.convert()
+
+
 def int8_keeping_float(fn, trackable, representative, float_scopes):
     """Full int8 of tf.function `fn`, but for the ops whose names contain one of `float_scopes`, which run
     in float32 between a dequantize and a quantize (calibration, then `mlir_quantize` with those
@@ -72,12 +82,7 @@ def int8_keeping_float(fn, trackable, representative, float_scopes):
     quantisation; TF 2.21 internals, pinned in setup.cfg)."""
     from tensorflow.lite.python import convert as lite_convert
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(fn)], trackable)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    calibrated = _calibrated(fn, trackable, representative)
     graph = _read_model(calibrated).subgraphs[0]
     nodes = [graph.tensors[int(op.outputs[0])].name.decode() for op in graph.operators]
     kept = [n for n in nodes if any(scope in n for scope in float_scopes)]
@@ -95,12 +100,7 @@ def int8_pair(step, loop, trackable, representative):
     conversion, then `mlir_quantize`), TF 2.21 internals, pinned in setup.cfg."""
     from tensorflow.lite.python import convert as lite_convert
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(step)], trackable)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
+    calibrated = _calibrated(step, trackable, representative)
     floats = tf.lite.TFLiteConverter.from_concrete_functions([frozen_with_names(loop)], trackable).convert()
 
     def quantize(model):
