@@ -49,6 +49,12 @@ def override(config, assignments):
     return new
 
 
+def as_sets(config):
+    """--set strings that rebuild `config` on any preset."""
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    return [f"{k}={text(v)}" for k, v in dataclasses.asdict(config).items()]
+
+
 def from_dict(cls, values):
     """Rebuild a config dataclass from its saved dict (lists back to tuples)."""
     known = {f.name: f for f in dataclasses.fields(cls)}

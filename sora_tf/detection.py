@@ -23,18 +23,34 @@ def hog_people():
     return hog
 
 
+class KerasStream:
+    """A detection model's streaming form for frames of `size` (h, w), built and traced once:
+    `step(frame)` (RGB [h, w, 3]) -> (boxes [K, 4] in its pixels, scores [K]), carrying the state;
+    `run(frames)` from the zero state; `reset()`."""
+
+    def __init__(self, model, size):
+        stream = model.stream(batch=1, size=tuple(size))
+        self._step = tf.function(lambda inputs: stream(inputs, training=False))
+        self.model, self.size = model, tuple(size)
+        self.reset()
+
+    def reset(self):
+        self.state = self.model.init_states(size=self.size)
+
+    def step(self, frame):
+        out = self._step({"frame": tf.constant(frame[None], tf.float32), **self.state})
+        self.state = {k: out[k] for k in self.state}
+        return out["boxes"][0].numpy(), out["scores"][0].numpy()
+
+    def run(self, frames):
+        self.reset()
+        return [self.step(frame) for frame in frames]
+
+
 def stream_detections(model, frames):
     """[(boxes [K, 4], scores [K])] of each frame in `frames` (uint8 [N, H, W, 3] at the model's
     size), fed in order through the model's streaming form from the zero state."""
-    stream = model.stream(batch=1, size=frames.shape[1:3])
-    step = tf.function(lambda inputs: stream(inputs, training=False))
-    state = model.init_states(size=frames.shape[1:3])
-    found = []
-    for frame in frames:
-        out = step({"frame": tf.constant(frame[None], tf.float32), **state})
-        state = {k: out[k] for k in state}
-        found.append((out["boxes"][0].numpy(), out["scores"][0].numpy()))
-    return found
+    return KerasStream(model, frames.shape[1:3]).run(frames)
 
 
 def _coco(gt, dets):
@@ -96,16 +112,13 @@ def ap_metrics(gt, dets):
 
 def native_gt(sequence, indices):
     """[(people, ignored)] of frames `indices`, in the source's pixels."""
-    sx, sy = sequence.scale
-    scale = np.array([sx, sy, sx, sy], np.float32)
+    scale = sequence.box_scale
     return [(sequence.boxes[i] / scale, sequence.ignore[i] / scale) for i in indices]
 
 
-def model_detections(model, sequence, indices):
-    """The stream's detections over frames `indices`, in the source's pixels."""
-    sx, sy = sequence.scale
-    scale = np.array([sx, sy, sx, sy], np.float32)
-    return [(b / scale, s) for b, s in stream_detections(model, sequence.frames[indices])]
+def model_detections(stream, sequence, indices):
+    """A `KerasStream`'s detections over frames `indices` of `sequence`, in the source's pixels."""
+    return [(b / sequence.box_scale, s) for b, s in stream.run(sequence.frames[indices])]
 
 
 class Tracker:
@@ -150,12 +163,9 @@ def tracking_metrics(sequence, indices, tracked):
     """motmetrics' MOTA, IDF1 and identity switches of `tracked` against the ground truth."""
     import motmetrics as mm
 
-    sx, sy = sequence.scale
-    scale = np.array([sx, sy, sx, sy], np.float32)
     accumulator = mm.MOTAccumulator(auto_id=True)
-    for i, (boxes, _, ids) in zip(indices, tracked):
-        accumulator.update(sequence.ids[i].tolist(), list(ids),
-                           iou_distances(sequence.boxes[i] / scale, np.asarray(boxes).reshape(-1, 4)))
+    for i, (people, _), (boxes, _, ids) in zip(indices, native_gt(sequence, indices), tracked):
+        accumulator.update(sequence.ids[i].tolist(), list(ids), iou_distances(people, np.asarray(boxes).reshape(-1, 4)))
     summary = mm.metrics.create().compute(accumulator, metrics=["mota", "idf1", "num_switches"], name="test")
     row = summary.iloc[0]
     return {"mota": float(row["mota"]), "idf1": float(row["idf1"]), "id_switches": int(row["num_switches"]),

@@ -50,8 +50,7 @@ def _clip_export_inputs(config, tmp_path):
 
 def _detection_export_inputs(config, tmp_path):
     from sora_tf.data import synthetic_det
-    from sora_tf.data.mot import load_sequence
-    from sora_tf.export.detect import FrameSet
+    from sora_tf.data.mot import FrameSet, load_sequence
 
     sequence = load_sequence(synthetic_det.generate(str(tmp_path / "walkers"), "tiny"), config.size)
     return FrameSet(sequence, range(40, 50)), FrameSet(sequence, range(10))

@@ -4,7 +4,6 @@ import json
 import os
 
 import cv2
-import numpy as np
 
 from sora_tf.bench.report import COMMAND, timeit
 from sora_tf.detection import HOG_SETTINGS, hog_people

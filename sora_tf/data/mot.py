@@ -14,11 +14,11 @@ import os
 import cv2
 import numpy as np
 
-from sora_tf.data.video import VideoError, open_capture, write_video
+from sora_tf.data.sources import VIDEO_EXTENSIONS
+from sora_tf.data.video import VideoError, open_capture, open_video, write_video
 
 log = logging.getLogger("sora_tf.data")
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -38,9 +38,22 @@ class Sequence:
     clipped: int = 0  # boxes that reached past the frame, clipped to it
 
     @property
-    def scale(self):
-        """(sx, sy): model pixels per source pixel."""
-        return self.frames.shape[2] / self.native_size[0], self.frames.shape[1] / self.native_size[1]
+    def box_scale(self):
+        """[sx, sy, sx, sy]: model pixels per source pixel, for x1, y1, x2, y2 boxes."""
+        sx, sy = self.frames.shape[2] / self.native_size[0], self.frames.shape[1] / self.native_size[1]
+        return np.array([sx, sy, sx, sy], np.float32)
+
+
+class FrameSet:
+    """Frames `indices` (0-based) of an annotated `Sequence`: what detection validates, tests,
+    calibrates and checks parity on."""
+
+    def __init__(self, sequence, indices):
+        self.sequence, self.indices = sequence, list(indices)
+
+    @property
+    def frames(self):
+        return self.sequence.frames[self.indices]
 
 
 def find_sequence(data):
@@ -59,7 +72,7 @@ def find_sequence(data):
             raise ValueError(f"{data}: a MOT folder with img1/ but no gt/gt.txt")
         return os.path.join(data, "img1"), gt, _seqinfo_fps(os.path.join(data, "seqinfo.ini"))
     gt = os.path.join(data, "gt.txt")
-    videos = sorted(f for f in os.listdir(data) if f.lower().endswith(VIDEO_EXTENSIONS))
+    videos = sorted(f for f in os.listdir(data) if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS)
     if not os.path.isfile(gt) or len(videos) != 1:
         raise ValueError(f"{data}: detection data is a folder with one video file and its gt.txt, or a "
                          f"MOTChallenge folder (img1/, gt/gt.txt); found {len(videos)} video(s)"
@@ -78,13 +91,17 @@ def _seqinfo_fps(path):
         return None
 
 
+def _images(folder):
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def read_frames(source, size):
     """(uint8 RGB frames [N, H, W, 3] resized to `size` (height, width), (width, height) of the
     source, its fps or None) of a video file or an image folder."""
     height, width = size
     frames, native, fps = [], None, None
     if os.path.isdir(source):
-        files = sorted(f for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = _images(source)
         if not files:
             raise ValueError(f"{source}: no images")
         for name in files:
@@ -98,12 +115,8 @@ def read_frames(source, size):
             frames.append(cv2.cvtColor(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA),
                                        cv2.COLOR_BGR2RGB))
     else:
-        if not os.path.isfile(source) or os.path.getsize(source) == 0:
-            raise VideoError(f"{source}: {'empty file' if os.path.isfile(source) else 'no such file'}")
-        cap = open_capture(source)
+        cap = open_video(source)
         try:
-            if not cap.isOpened():
-                raise VideoError(f"{source}: not a video OpenCV/FFmpeg can open")
             fps = cap.get(cv2.CAP_PROP_FPS) or None
             while True:
                 ok, image = cap.read()
@@ -125,7 +138,7 @@ def native_frames(source, indices):
     no further than the last of them."""
     wanted = set(indices)
     if os.path.isdir(source):
-        files = sorted(f for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = _images(source)
         for i in sorted(wanted):
             yield i, cv2.imread(os.path.join(source, files[i]), cv2.IMREAD_COLOR)
         return

@@ -38,7 +38,8 @@ class VideoError(ValueError):
     """A file that cannot be used as a video. The message always starts with the path."""
 
 
-def _open(path):
+def open_video(path):
+    """A capture of the video file `path`, or a VideoError saying why it is not one."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
@@ -63,7 +64,7 @@ def count_frames(path):
 def probe(path):
     """(decoded frame count, frame rate) of `path`. The rate is the container's (0.0 when it is
     missing or absurd); only it, never the count, is taken from metadata."""
-    cap = _open(path)
+    cap = open_video(path)
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
         fps = float(fps) if np.isfinite(fps) and 0 < fps <= 1000 else 0.0
@@ -114,7 +115,7 @@ def read_frames(path, indices, size):
     if np.any(np.diff(indices) < 0) or indices[0] < 0:
         raise ValueError(f"indices must be non-negative and non-decreasing, got {indices.tolist()}")
     out = np.empty((len(indices), size[0], size[1], 3), np.uint8)
-    cap = _open(path)
+    cap = open_video(path)
     filled = 0
     try:
         position = 0

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from sora_tf.atomic import save_json
-from sora_tf.data.mot import frame_indices, load_sequence
+from sora_tf.data.mot import FrameSet, frame_indices, load_sequence
 from sora_tf.detection import ap_metrics, native_gt, stream_detections
 from sora_tf.export import parity, saved_model, tflite
 from sora_tf.progress import bar
@@ -30,18 +30,6 @@ from sora_tf.runs import load_json
 
 STREAM_VARIANTS = ("float32", "int8")
 FLOAT_SCOPES = ("head", "decode_boxes")  # kept in float by int8: the head (stride-4 maps) and decoding
-
-
-class FrameSet:
-    """What a detector exports from: frames of an annotated sequence (parity: the test frames;
-    calibration: training frames)."""
-
-    def __init__(self, sequence, indices):
-        self.sequence, self.indices = sequence, list(indices)
-
-    @property
-    def frames(self):
-        return self.sequence.frames[self.indices]
 
 
 def export_inputs(run_dir, config, classes, info, calibration_frames, parity_frames=None):
@@ -117,18 +105,12 @@ def stream_function(stream, config, shapes):
 
 
 def tflite_stream(path, frames, threads=None):
-    """[(boxes, scores)] of `frames` through a streaming .tflite in LiteRT (model pixels)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """[(boxes, scores)] of `frames` (at the model's size) through a streaming .tflite in LiteRT
+    (model pixels), from the zero state."""
+    from sora_tf.export.detector import TFLiteDetector
 
-    _, spec = tflite.read_labels(path)
-    runner = Interpreter(model_path=path, num_threads=threads).get_signature_runner()
-    state = {key: np.zeros(shape, np.float32) for key, shape in spec["states"].items()}
-    found = []
-    for frame in frames:
-        out = runner(frame=frame[None].astype(np.float32), **state)
-        state = {key: out[key] for key in state}
-        found.append((out["boxes"][0], out["scores"][0]))
-    return found
+    detector = TFLiteDetector(path, threads)
+    return [detector.step_resized(frame) for frame in frames]
 
 
 def _spec(model):
@@ -164,8 +146,7 @@ def export_tflite(model, classes, out_dir, calibration, variants=STREAM_VARIANTS
 
 
 def _entry(name, found, reference, frameset):
-    sx, sy = frameset.sequence.scale
-    scale = np.array([sx, sy, sx, sy], np.float32)
+    scale = frameset.sequence.box_scale
     got = np.stack([np.c_[b, s[:, None]] for b, s in found])
     want = np.stack([np.c_[b, s[:, None]] for b, s in reference])
     ap = ap_metrics(native_gt(frameset.sequence, frameset.indices), [(b / scale, s) for b, s in found])

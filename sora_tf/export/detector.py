@@ -15,7 +15,7 @@ import numpy as np
 from sora_tf.atomic import atomic_write
 from sora_tf.data.mot import write_mot
 from sora_tf.data.video import VideoError
-from sora_tf.detection import Tracker
+from sora_tf.detection import KerasStream, Tracker
 from sora_tf.export.saved_model import newest
 from sora_tf.export.stream import open_source
 from sora_tf.export.tflite import read_labels
@@ -42,11 +42,16 @@ class TFLiteDetector:
     def reset(self):
         self.state = {k: np.zeros(v, np.float32) for k, v in self.spec["states"].items()}
 
-    def step(self, frame):
-        rgb, back = _scale(frame, self.size)
+    def step_resized(self, rgb):
+        """(boxes in the model's pixels, scores) of an RGB frame already at the model's size."""
         out = self.runner(frame=rgb[None].astype(np.float32), **self.state)
         self.state = {k: out[k] for k in self.state}
-        return out["boxes"][0] * back, out["scores"][0]
+        return out["boxes"][0], out["scores"][0]
+
+    def step(self, frame):
+        rgb, back = _scale(frame, self.size)
+        boxes, scores = self.step_resized(rgb)
+        return boxes * back, scores
 
 
 class SavedModelDetector:
@@ -73,26 +78,20 @@ class SavedModelDetector:
 
 class RunDetector:
     def __init__(self, path):
-        import tensorflow as tf
-
         from sora_tf.runs import load_run
 
         model, config, _, _ = load_run(path)
-        if getattr(model, "stream_state_shapes", None) is None or not hasattr(config, "max_detections"):
+        if not hasattr(config, "max_detections"):
             raise ValueError(f"{path}: not a detection run")
-        self.model, self.size = model, config.size
-        stream = model.stream(batch=1)
-        self.run = tf.function(lambda inputs: stream(inputs, training=False))
-        self.reset()
+        self.stream = KerasStream(model, config.size)
 
     def reset(self):
-        self.state = self.model.init_states()
+        self.stream.reset()
 
     def step(self, frame):
-        rgb, back = _scale(frame, self.size)
-        out = self.run({"frame": rgb[None].astype(np.float32), **self.state})
-        self.state = {k: out[k] for k in self.state}
-        return out["boxes"][0].numpy() * back, out["scores"][0].numpy()
+        rgb, back = _scale(frame, self.stream.size)
+        boxes, scores = self.stream.step(rgb)
+        return boxes * back, scores
 
 
 def load_detector(path, threads=None):

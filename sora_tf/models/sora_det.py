@@ -19,7 +19,7 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict
-from sora_tf.models.blocks import clipped_difference, pixel_normalization
+from sora_tf.models.blocks import FrameDiff, clipped_difference, pixel_normalization
 
 task = "detect"
 STRIDE = 4  # of the output maps
@@ -220,9 +220,7 @@ def clip_graph(parts, config, frames):
     t = frames.shape[1]
     x = parts["normalize"](layers.Identity(dtype="float32")(frames))
     if config.temporal:
-        kx = (config.diff_scale / config.diff_clip) * x
-        k_previous = ops.concatenate([kx[:, :1], kx[:, :-1]], axis=1)
-        x = ops.concatenate([x, clipped_difference(kx, k_previous, config.diff_clip)], axis=-1)
+        x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
     s4, s8, s16 = parts["frames"](MergeTime()(x))
     if config.temporal:
         seq = SplitTime(t)(s16)

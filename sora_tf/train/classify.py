@@ -9,7 +9,6 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 
 from sora_tf.atomic import save_json
 from sora_tf.data.augment import ClipAugment
@@ -18,7 +17,7 @@ from sora_tf.data.sampling import crop_views
 from sora_tf.progress import bar
 from sora_tf.runs import load_run, source_listing, split_part
 from sora_tf.train.clips import default_data, prepare  # noqa: F401 (this task's data: labelled clips)
-from sora_tf.train.fitting import AdamWarmEMA, EarlyStop, RunCheckpoint, log_callbacks, resume
+from sora_tf.train.fitting import EarlyStop, RunCheckpoint, log_callbacks, resume, warm_ema_optimizer
 from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
 
 log = logging.getLogger("sora_tf.train")
@@ -41,11 +40,7 @@ def trainer_for(core, config):
 
 
 def compile_trainer(trainer, config, steps_per_epoch):
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
-    optimizer = AdamWarmEMA(schedule, weight_decay=config.weight_decay,
-                            use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
-    trainer.compile(optimizer=optimizer,
+    trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch),
                     loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 
 

@@ -5,7 +5,6 @@ and evaluation (sora_tf/train/detect_eval.py).
 Shared by every model whose clip call returns {"heatmap", "sides"} maps at stride 4 and that
 gives `stream()` (boxes and scores frame by frame), as sora_det does.
 """
-import dataclasses
 import logging
 import os
 
@@ -15,12 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from sora_tf.atomic import save_json
+from sora_tf.config import as_sets
 from sora_tf.data import synthetic_det
-from sora_tf.data.mot import frame_indices, load_sequence, temporal_split
+from sora_tf.data.mot import FrameSet, frame_indices, load_sequence, temporal_split
 from sora_tf.models.sora_det import STRIDE
 from sora_tf.runs import load_json
 from sora_tf.train.detect_eval import ValidationAP, describe, evaluate  # noqa: F401 (this task's evaluation)
-from sora_tf.train.fitting import AdamWarmEMA, EarlyStop, Prepared, RunCheckpoint, log_callbacks, resume
+from sora_tf.train.fitting import EarlyStop, Prepared, RunCheckpoint, log_callbacks, resume, warm_ema_optimizer
 
 log = logging.getLogger("sora_tf.train")
 
@@ -36,7 +36,7 @@ def default_data(preset):
 def padded_boxes(sequence, max_objects):
     """(boxes [N, M, 4], labels [N, M], track ids [N, M], dropped) of every frame: people, then
     ignored regions, then padding (label -1, id -1); frames with more than M boxes keep the
-    first M (counted)."""
+    first M (`dropped` counts the rest)."""
     n = len(sequence.frames)
     boxes, labels = np.zeros((n, max_objects, 4), np.float32), np.full((n, max_objects), PADDING, np.int32)
     ids = np.full((n, max_objects), -1, np.int64)
@@ -48,8 +48,6 @@ def padded_boxes(sequence, max_objects):
         boxes[i, :len(found)], labels[i, :len(found)] = found, kinds[:max_objects]
         people = sequence.ids[i][:max_objects]
         ids[i, :len(people)] = people
-    if dropped:
-        log.warning("%d box(es) over max_objects=%d per frame left out of training", dropped, max_objects)
     return boxes, labels, ids, dropped
 
 
@@ -155,15 +153,16 @@ def render_targets(boxes, labels, height, width, config):
     return tf.stack([heat, mask], -1), tf.concat([box_target, weight[..., None]], -1)
 
 
-def clip_stream(sequence, indices, config, skip=0):
+def clip_stream(sequence, indices, config, skip=0, padded=None):
     """Endless seeded stream of augmented training batches (uint8 clips, {"heatmap", "sides"}) of
-    `num_frames` consecutive frames from `indices` (a contiguous range), from element `skip`."""
+    `num_frames` consecutive frames from `indices` (a contiguous range), from element `skip`;
+    `padded`: `padded_boxes` of the sequence, when the caller has it."""
     t = config.num_frames
     starts = np.array([i for i in indices if i + t - 1 <= indices[-1]], np.int64)
     if not len(starts):
         raise ValueError(f"{len(indices)} training frames are fewer than num_frames={t}")
     frames = sequence.frames
-    boxes, labels, ids, _ = padded_boxes(sequence, config.max_objects)
+    boxes, labels, ids, _ = padded or padded_boxes(sequence, config.max_objects)
     h, w = frames.shape[1:3]
     geometric, photometric = augmenters(config)
 
@@ -196,14 +195,6 @@ def clip_stream(sequence, indices, config, skip=0):
     return index.map(augment).batch(config.batch_size, drop_remainder=True).prefetch(2)
 
 
-@dataclasses.dataclass
-class FrameRange:
-    """What detection validates on: frames `indices` of `sequence`, fed as a stream."""
-
-    sequence: object
-    indices: list
-
-
 def prepare(config, data, out, resuming, first_epoch, strict):
     """Decode the sequence once, split it in time (or read the run's split.json when resuming)
     and build the training stream from `first_epoch` and the validation frame range."""
@@ -220,14 +211,17 @@ def prepare(config, data, out, resuming, first_epoch, strict):
              len(sequence.frames), split["train"], split["val"], split["test"], split["gap_frames"])
     train_frames = frame_indices(split["train"])
     steps = config.steps_per_epoch or max(1, len(train_frames) // (config.batch_size * config.num_frames))
-    train_ds = clip_stream(sequence, train_frames, config, skip=first_epoch * steps * config.batch_size)
-    dropped = padded_boxes(sequence, config.max_objects)[3]
+    padded = padded_boxes(sequence, config.max_objects)
+    dropped = padded[3]
+    if dropped:
+        log.warning("%d box(es) over max_objects=%d per frame left out of training", dropped, config.max_objects)
+    train_ds = clip_stream(sequence, train_frames, config, skip=first_epoch * steps * config.batch_size, padded=padded)
 
     def report():
         return {"source": sequence.source, "gt": sequence.gt_path, "frames": len(sequence.frames),
                 "boxes": int(sum(map(len, sequence.boxes))), "ignored_regions": int(sum(map(len, sequence.ignore))),
                 "clipped_boxes": sequence.clipped, "skipped": dropped, "native_size": list(sequence.native_size)}
-    return Prepared(config, CLASSES, train_ds, FrameRange(sequence, frame_indices(split["val"])), steps, [], report)
+    return Prepared(config, CLASSES, train_ds, FrameSet(sequence, frame_indices(split["val"])), steps, [], report)
 
 
 @keras.saving.register_keras_serializable("sora_tf")
@@ -276,11 +270,7 @@ def trainer(model, config, steps_per_epoch):
     """The compiled model that `fit` steps on: uint8 clips -> the model's maps, with the losses."""
     frames = keras.Input((config.num_frames, None, None, 3), dtype="uint8", name="frames")
     wrapped = keras.Model(frames, model(frames), name="trainer")
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
-    optimizer = AdamWarmEMA(schedule, weight_decay=config.weight_decay, use_ema=config.ema_momentum > 0,
-                            ema_momentum=config.ema_momentum, global_clipnorm=10.0)
-    wrapped.compile(optimizer=optimizer, loss={"heatmap": HeatmapLoss(), "sides": BoxLoss(config.box_loss_weight)})
+    wrapped.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch, global_clipnorm=10.0), loss={"heatmap": HeatmapLoss(), "sides": BoxLoss(config.box_loss_weight)})
     return wrapped
 
 
@@ -289,9 +279,7 @@ def _train_ablation(job):
     out = os.path.join(job.out, "single_frame")
     if os.path.isfile(os.path.join(out, "state.json")) and load_json(os.path.join(out, "state.json")).get("finished"):
         return
-    sets = [f"{f.name}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
-            for f in dataclasses.fields(job.config) for v in [getattr(job.config, f.name)]]
-    sets += ["temporal=false", "ablation=false", "hog_baseline=false"]
+    sets = as_sets(job.config) + ["temporal=false", "ablation=false", "hog_baseline=false"]
     log.info("training the single-frame ablation in %s", out)
     resume_it = os.path.isfile(os.path.join(out, "last.keras"))
     job.train(job.model_name, job.data, out, sets=sets if not resume_it else [], preset=job.preset,

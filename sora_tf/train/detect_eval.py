@@ -12,7 +12,8 @@ import numpy as np
 
 from sora_tf.atomic import save_json
 from sora_tf.data.mot import frame_indices, load_sequence, native_frames
-from sora_tf.detection import HOG_SETTINGS, ap_metrics, hog_people, model_detections, native_gt, track, tracking_metrics
+from sora_tf.detection import (HOG_SETTINGS, KerasStream, ap_metrics, hog_people, model_detections, native_gt, track,
+                               tracking_metrics)
 from sora_tf.progress import bar
 from sora_tf.runs import load_checkpoint, load_json, load_run
 
@@ -39,19 +40,21 @@ def hog_detections(sequence, indices, upscale=2.0):
 class ValidationAP(keras.callbacks.Callback):
     """Adds `val_ap50` and `val_ap` to each epoch's logs: the stream over the validation frames."""
 
-    def __init__(self, core, frame_range):
+    def __init__(self, core, frame_set):
         super().__init__()
-        self.core, self.frames = core, frame_range
+        self.frames = frame_set
+        self.stream = KerasStream(core, frame_set.sequence.frames.shape[1:3])  # shares core's weights
 
     def on_epoch_end(self, epoch, logs=None):
         sequence, indices = self.frames.sequence, self.frames.indices
-        found = ap_metrics(native_gt(sequence, indices), model_detections(self.core, sequence, indices))
+        found = ap_metrics(native_gt(sequence, indices), model_detections(self.stream, sequence, indices))
         if logs is not None:
             logs["val_ap50"], logs["val_ap"] = found["ap50"], found["ap"]
 
 
 def measure(model, sequence, indices, tracking=False):
-    found = ap_metrics(native_gt(sequence, indices), dets := model_detections(model, sequence, indices))
+    stream = KerasStream(model, sequence.frames.shape[1:3])
+    found = ap_metrics(native_gt(sequence, indices), dets := model_detections(stream, sequence, indices))
     if tracking:
         found["tracking"] = tracking_metrics(sequence, indices, track(dets, sequence.fps))
     return found

@@ -64,6 +64,15 @@ class AdamWarmEMA(keras.optimizers.AdamW):
                 average.assign(m * average + (1.0 - m) * var)
 
 
+def warm_ema_optimizer(config, steps_per_epoch, **kwargs):
+    """`AdamWarmEMA` over a cosine decay of `config.learning_rate` to 5% across all epochs, with
+    `config.weight_decay` and the weight average of `config.ema_momentum` (0: none)."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=0.05)
+    return AdamWarmEMA(schedule, weight_decay=config.weight_decay, use_ema=config.ema_momentum > 0,
+                       ema_momentum=config.ema_momentum, **kwargs)
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: `last.keras` (trainer with optimizer state, for --resume) and `state.json`;
     `best.keras` (the bare model, for evaluate/predict/export) when the monitored metric improves.

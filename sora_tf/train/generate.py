@@ -5,7 +5,6 @@ A generative model exposes `compile(decay_steps)`, `encoder`, `fit_prior(z, labe
 `motion_centres(frames)`, `reconstruct`, `sample` and `config.{gan, gan_warmup, compare_vae,
 judge_run, judge_model, judge_epochs, snapshot_epoch, mixed_precision, prior_align}`.
 """
-import dataclasses
 import logging
 import os
 
@@ -13,6 +12,7 @@ import keras
 import numpy as np
 
 from sora_tf.atomic import atomic_write
+from sora_tf.config import as_sets
 from sora_tf.data.pipeline import supervised
 from sora_tf.runs import load_checkpoint, load_json
 from sora_tf.train.clips import default_data, prepare  # noqa: F401 (this task's data: labelled clips)
@@ -88,12 +88,6 @@ def fit_prior(model, dataset, limit=4096):
     log.info("sampling prior fitted to %d training clips", len(z))
 
 
-def _as_sets(config):
-    """--set strings that rebuild `config` on any preset."""
-    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    return [f"{k}={text(v)}" for k, v in dataclasses.asdict(config).items()]
-
-
 def _train_companions(job):
     """What a generative run is measured with and starts from, trained into its folder (each
     resumes if begun): `judge/`, a `judge_model` classifier on the same data, clip length, frame
@@ -116,6 +110,6 @@ def _train_companions(job):
     if config.gan and (config.compare_vae or config.gan_warmup):
         # The VAE alone: for comparison (all epochs), and for the GAN's warm-up (its first epochs).
         epochs = config.epochs if config.compare_vae else config.gan_warmup
-        run(job.model_name, "vae_only", _as_sets(config) + [
+        run(job.model_name, "vae_only", as_sets(config) + [
             "gan=false", "compare_vae=false", f"judge_run={judge}", f"epochs={epochs}",
             f"snapshot_epoch={config.gan_warmup}"])
