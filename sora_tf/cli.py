@@ -35,6 +35,15 @@ def parser():
                    help="override a config field, e.g. --set rnn_units=64 (repeatable; `models` lists the fields)")
     p.add_argument("--resume", action="store_true", help="continue --out (or the newest run) from its last epoch")
 
+    p = sub.add_parser("cv", help="grouped k-fold cross-validation: one run per fold, cv.json with mean and std")
+    _common_train(p)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (>= 2)")
+    p.add_argument("--out", help="folder of the fold runs (default runs/cv-<model>-<time>); "
+                                 "run again with the same --out to resume")
+    p.add_argument("--preset", choices=("default", "tiny"), help="config preset (tiny: seconds on a CPU)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field in every fold's run (repeatable)")
+
     p = sub.add_parser("evaluate", help="metrics.json + plots for a run")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="evaluate on all clips of this data instead of the run's validation and test clips")
@@ -168,6 +177,10 @@ def _run(args):
                     args.resume, args.strict)
         print(describe(run, evaluate(run, strict=args.strict)))
         print(run_summary(run))
+    elif args.command == "cv":
+        from sora_tf.train.cv import cross_validate, describe
+        print(describe(cross_validate(args.model, args.data, args.out, args.folds, args.sets, args.preset,
+                                      args.strict)))
     elif args.command == "evaluate":
         from sora_tf.train.evaluate import describe, evaluate
         print(describe(args.run, evaluate(args.run, args.data, args.strict)))

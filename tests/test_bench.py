@@ -1,6 +1,7 @@
 """`make bench` runs its sections and writes both reports (figures are not asserted: timings
 are measurements, not behaviour)."""
 import json
+import os
 
 import pytest
 
@@ -28,3 +29,19 @@ def test_bench_tflite_needs_an_export(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert bench.main(["--only", "tflite"]) == 2
     assert "make export" in capsys.readouterr().err
+
+
+def test_stream_rows_time_movinet_in_the_same_rounds(tmp_path, monkeypatch):
+    """Each recipe's ratio is the median of its per-round ratios to MoViNet-A0-Stream, timed in
+    the same rounds; without ../shared the MoViNet row says why it is missing."""
+    from sora_tf.bench.tflite import MOVINET, bench_stream_vs_movinet
+    from sora_tf.models import sora_cls
+
+    config = sora_cls.Config.tiny()
+    assert "absent" in bench_stream_vs_movinet({"tiny": config}, movinet=str(tmp_path / "none.tflite"))[0]["skipped"]
+    if not os.path.isfile(MOVINET):
+        pytest.skip(f"{MOVINET} is absent (../shared)")
+    movinet, row = bench_stream_vs_movinet({"tiny": config}, rounds=2, steps=3)
+    assert "MoViNet" in movinet["figure"] and movinet["ms_per_frame"] > 0
+    assert row["movinet_ms_same_rounds"] == movinet["ms_per_frame"] and row["rounds"] == 2
+    assert 0 < row["ratio_vs_movinet"] and "172x172" in row["figure"]

@@ -239,11 +239,14 @@ def test_int8_stream_equals_the_int8_clip_file(exported, val_clips):
         _assert_integer_only(result["tflite"][variant])
 
 
-def test_int8_pair_with_a_two_layer_gru(tmp_path):
+@pytest.mark.parametrize("sets", [["rnn=gru", "rnn_layers=2"], ["pooling=mean", "appearance=false"]],
+                         ids=["gru2", "mean_pool_motion_only"])
+def test_int8_pair_with_other_states(tmp_path, sets):
     """The loop takes the stream's ranges by op name and by which op reads each state, not by
-    layer names: a GRU stack (states `state_h0`, `state_h1`, no `state_c`) exports the same way."""
+    layer names: a GRU stack (states `state_h0`, `state_h1`, no `state_c`) and mean pooling over
+    time (`state_sum`, `state_count`) export the same way."""
     module = models.get("sora_cls")
-    config = override(module.Config.tiny(), ["rnn=gru", "rnn_layers=2"])
+    config = override(module.Config.tiny(), sets)
     model = module.build(config)
     clips = np.random.default_rng(0).integers(0, 256, (3, config.num_frames, config.image_size, config.image_size, 3),
                                               dtype=np.uint8)
@@ -298,3 +301,50 @@ def test_stream_command_on_real_video(exported, capsys):
     _, result = exported
     _, summary = _stream_cli(result["tflite"]["stream_float32"], video, capsys, "--max-frames", "40", "--every", "2")
     assert summary["frames"] == 20
+
+
+def _with_batch_statistics(run, clips):
+    """Rewrite the run's best.keras with every BatchNormalization's moving statistics set to one
+    batch's. A randomly initialised keras.applications backbone with its initial statistics
+    (mean 0, variance 1) shrinks its features to ~1e-10, so every clip gets the same output and
+    a parity check could not fail; with real statistics the outputs differ from clip to clip."""
+    import keras
+
+    path = os.path.join(run, "best.keras")
+    model = keras.saving.load_model(path)
+    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(clips, training=True)
+    for layer in norms:
+        layer.momentum = 0.99
+    model.save(path)
+    return model
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_small",
+                                      pytest.param("mobilenet_v3_large", marks=pytest.mark.slow),
+                                      pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
+def test_a_backbone_run_exports_everything_with_parity(backbone, tiny_data, tmp_path):
+    """Random weights (`backbone_weights` empty: nothing downloads): train, SavedModel, TFLite
+    float32 and int8, clip and stream, each close to Keras on the run's validation clips."""
+    from sora_tf.train.run import train
+
+    run = train("sora_cls", tiny_data, str(tmp_path / "run"), epochs=1, preset="tiny",
+                sets=[f"backbone={backbone}"], verbose=0)
+    _, config, classes, info = load_run(run)
+    clips, _ = load_clips(run_listing(run, classes, info), config)
+    model = _with_batch_statistics(run, clips)
+    reference = np.asarray(model(clips, training=False)["probabilities"])
+    assert reference.std(0).max() > 1e-3  # outputs differ between clips: parity is a real check
+    result = export_run(run, str(tmp_path / "export"), calibration_clips=8, variants=("float32", "int8"))
+    assert set(result["tflite"]) == {"float32", "int8", "stream_float32", "stream_int8"}
+    for path in result["tflite"].values():
+        assert tflite.flex_ops(path) == []
+    parity = {p["artifact"]: p for p in result["parity"]}
+    for artifact in ("saved_model", "tflite_float32", "tflite_stream_float32"):
+        assert parity[artifact]["max_abs_diff"] < 1e-4, parity[artifact]
+    for artifact in ("tflite_int8", "tflite_stream_int8"):
+        assert parity[artifact]["max_abs_diff"] < 0.1, parity[artifact]
+    stream = TFLiteStream(result["tflite"]["stream_float32"])
+    np.testing.assert_allclose(stream.run_clip(clips[0]), reference[0], atol=1e-4)

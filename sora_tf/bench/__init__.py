@@ -10,7 +10,14 @@ import os
 import sys
 
 from sora_tf.bench.report import COMMAND, peak_rss_mb, write_reports
+from sora_tf.config import override
 
+# The sora_cls recipes considered (docs/sora_cls.md), timed as streams beside MoViNet-A0-Stream.
+STREAM_RECIPES = {
+    "motion only": ["appearance=false"],
+    "mean pooling": ["pooling=mean"],
+    "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
+}
 SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect")
 
 
@@ -42,7 +49,7 @@ def main(argv=None):
         from sora_tf.bench.augment import bench_augment
         results["Augmentation"] = bench_augment()
     if "tflite" in only or "stream" in only:
-        from sora_tf.bench.tflite import bench_stream_sizes, bench_tflite
+        from sora_tf.bench.tflite import bench_stream_vs_movinet, bench_tflite
         from sora_tf.export.saved_model import published_tflite
         from sora_tf.models import sora_cls
         export_dir = args.export
@@ -54,7 +61,11 @@ def main(argv=None):
                 return 2
             results["TFLite (LiteRT, XNNPACK)"] = bench_tflite(export_dir)
         if "stream" in only:
-            results["Streaming vs MoViNet-A0-Stream"] = bench_stream_sizes(sora_cls.Config())
+            base = sora_cls.Config()
+            recipes = {"default": base}
+            for name, sets in STREAM_RECIPES.items():
+                recipes[name] = override(base, sets)
+            results["Streaming vs MoViNet-A0-Stream"] = bench_stream_vs_movinet(recipes)
     if "detect" in only:
         from sora_tf.bench.detect import bench_detect
         from sora_tf.export.saved_model import published_tflite

@@ -10,6 +10,7 @@ Labels and spec are associated files in a zip appended to the flatbuffer, the TF
 convention, readable with `zipfile.ZipFile(path).read("labels.txt")`; interpreters ignore the
 trailing bytes.
 """
+import contextlib
 import json
 import zipfile
 
@@ -21,6 +22,18 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from sora_tf.atomic import atomic_write
 
 
+@contextlib.contextmanager
+def _plain_silu():
+    """Trace with silu as x * sigmoid(x): the same function, without the custom gradient whose
+    IdentityN ops make the converter drop a frozen function's signature (EfficientNet's swish)."""
+    silu = tf.nn.silu
+    tf.nn.silu = lambda x, beta=1.0: x * tf.sigmoid(beta * x)
+    try:
+        yield
+    finally:
+        tf.nn.silu = silu
+
+
 def frozen_with_names(fn):
     """`fn` (a tf.function of one dict of named tensors, returning a dict) with its weights
     frozen into constants, keeping the input and output names.
@@ -28,7 +41,8 @@ def frozen_with_names(fn):
     Converted as it is, Keras 3 weights stay resource variables (VAR_HANDLE/READ_VARIABLE ops,
     which int8 calibration cannot run); frozen plainly, the outputs lose their names.
     """
-    concrete = fn.get_concrete_function()
+    with _plain_silu():
+        concrete = fn.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     (specs,), _ = concrete.structured_input_signature
     out_keys = sorted(concrete.structured_outputs)  # flat order of a dict is by key

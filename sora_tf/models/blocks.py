@@ -27,6 +27,45 @@ def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True):
     return keras.Model(inputs, x, name=name)
 
 
+# `backbone=` names: keras.applications networks suited to phones, built without their classifier.
+BACKBONES = {
+    "mobilenet_v3_small": "MobileNetV3Small",
+    "mobilenet_v3_large": "MobileNetV3Large",
+    "efficientnet_b0": "EfficientNetB0",
+}
+
+
+def backbone_cnn(input_shape, backbone, weights, feature_dim, mean, std, name="frame_cnn"):
+    """A keras.applications network as the per-frame CNN: [H, W, C] normalised frames (C = 3, or 6
+    with frame differences) -> [feature_dim].
+
+    These networks take RGB pixels in [0, 255] (their preprocessing is inside them), so a 1x1
+    convolution first maps the C channels to 3, initialised to undo the pixel normalisation on
+    the RGB channels and to ignore the differences: at the start a pretrained backbone sees the
+    frame as it was trained to, and training can let motion in. `weights`: None (random),
+    "imagenet" (Keras downloads them), or a path to a weights file of that network without its top.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+    net = getattr(keras.applications, BACKBONES[backbone])
+    kwargs = {"include_preprocessing": True} if backbone.startswith("mobilenet") else {}
+    try:
+        base = net(input_shape=(*input_shape[:2], 3), include_top=False, weights=weights, pooling="avg", **kwargs)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"backbone {backbone} with weights {weights!r}: {e}") from None
+    for layer in base._flatten_layers():
+        if isinstance(layer, layers.BatchNormalization):  # 0.999 in these: stale statistics after
+            layer.momentum = 0.99                          # the few hundred steps of a small dataset
+    kernel = np.zeros((1, 1, input_shape[-1], 3), np.float32)
+    kernel[0, 0, np.arange(3), np.arange(3)] = 255.0 * np.asarray(std, np.float32)
+    inputs = keras.Input(input_shape, name="frame")
+    x = layers.Conv2D(3, 1, name="to_pixels", kernel_initializer=keras.initializers.Constant(kernel),
+                      bias_initializer=keras.initializers.Constant(255.0 * np.asarray(mean, np.float32)))(inputs)
+    x = base(x)
+    x = layers.Dense(feature_dim, activation="relu", name="features")(x)
+    return keras.Model(inputs, x, name=name)
+
+
 def upsampling_cnn(input_shape, widths, channels, name="frame_decoder"):
     """The mirror image: [h, w, C] -> [h * 2^n, w * 2^n, channels] in [0, 1].
 
@@ -70,7 +109,8 @@ def clipped_difference(kx, k_previous, clip):
 
 @keras.saving.register_keras_serializable("sora_tf")
 class FrameDiff(layers.Layer):
-    """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame and its change since the previous frame.
+    """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame and its change since the previous frame
+    (with `keep_frame=False`, [B, T, H, W, C]: the change only).
 
     Motion is what tells the classes apart; a difference image makes it explicit to the
     per-frame CNN. The first frame's difference is zero, which is also the streaming model's
@@ -79,20 +119,21 @@ class FrameDiff(layers.Layer):
     gives the frames enough levels). Measurements: docs/sora_cls.md.
     """
 
-    def __init__(self, scale=1.0, clip=4.0, **kwargs):
+    def __init__(self, scale=1.0, clip=4.0, keep_frame=True, **kwargs):
         super().__init__(**kwargs)
-        self.scale, self.clip = scale, clip
+        self.scale, self.clip, self.keep_frame = scale, clip, keep_frame
 
     def call(self, x):
         kx = (self.scale / self.clip) * x
         k_previous = ops.concatenate([kx[:, :1], kx[:, :-1]], axis=1)
-        return ops.concatenate([x, clipped_difference(kx, k_previous, self.clip)], axis=-1)
+        diff = clipped_difference(kx, k_previous, self.clip)
+        return ops.concatenate([x, diff], axis=-1) if self.keep_frame else diff
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], 2 * input_shape[-1])
+        return (*input_shape[:-1], (2 if self.keep_frame else 1) * input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "clip": self.clip}
+        return {**super().get_config(), "scale": self.scale, "clip": self.clip, "keep_frame": self.keep_frame}
 
 
 @keras.saving.register_keras_serializable("sora_tf")

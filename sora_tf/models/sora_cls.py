@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict, validate_split
-from sora_tf.models.blocks import FrameDiff, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
+from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
 # sora_tf/export/classify.py), shared by every classifier in the zoo.
@@ -34,15 +34,23 @@ class Config:
     # Model
     num_classes: int = 7
     cnn_widths: tuple = (24, 48, 64, 96)
+    # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
+    # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
+    backbone: str = ""
+    backbone_weights: str = ""
     frame_features: int = 128
     rnn: str = "lstm"
     rnn_units: int = 128
     rnn_layers: int = 1
+    # How the RNN's outputs over time become the embedding: "last" state, or the "mean" of its
+    # outputs over the frames so far (the stream keeps their running sum).
+    pooling: str = "last"
     embedding_dim: int = 128
     dropout: float = 0.2
     frame_diff: bool = True  # feed each frame with its difference from the previous one
     diff_scale: float = 10.0  # gain on those differences, see FrameDiff
     diff_clip: float = 4.0  # ... then clipped to +-diff_clip
+    appearance: bool = True  # the frame itself beside its difference (false: motion only, no scene)
     unroll: bool = False  # export sets it for a fixed-T builtins-only TFLite graph
     # Training
     epochs: int = 20
@@ -61,6 +69,9 @@ class Config:
     eval_views: int = 3  # multi-view evaluation: temporal clips per video ...
     eval_crops: int = 3  # ... times spatial crops, softmax averaged
     patience: int = 12
+    # What picks best.keras and stops early: "val_accuracy", "val_loss", or "auto": the loss when
+    # the validation part has under 200 clips, where accuracy moves in coarse steps.
+    monitor: str = "auto"
     class_weight: str = "auto"  # "balanced", "none", or "auto": balanced when classes differ 1.5x or more
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
@@ -86,6 +97,16 @@ class Config:
         validate_split(self)
         if self.class_weight not in ("auto", "balanced", "none"):
             raise ValueError(f"class_weight must be 'auto', 'balanced' or 'none', got {self.class_weight!r}")
+        if self.backbone and self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)} (or empty), got {self.backbone!r}")
+        if not self.appearance and not self.frame_diff:
+            raise ValueError("appearance=false feeds frame differences only: it needs frame_diff=true")
+        if self.backbone_weights and not self.backbone:
+            raise ValueError("backbone_weights needs a backbone")
+        if self.monitor not in ("auto", "val_accuracy", "val_loss"):
+            raise ValueError(f"monitor must be 'auto', 'val_accuracy' or 'val_loss', got {self.monitor!r}")
+        if self.pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",
@@ -121,17 +142,25 @@ class SoraCls(keras.Model):
         t, s = config.num_frames, config.image_size
         # === Layers ===
         normalize = pixel_normalization(config.pixel_mean, config.pixel_std)
-        channels = 6 if config.frame_diff else 3
-        cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
-        rnns = [rnn_layer(config, i < config.rnn_layers - 1, f"rnn{i}") for i in range(config.rnn_layers)]
+        channels = 6 if config.frame_diff and config.appearance else 3
+        if config.backbone:
+            cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
+                               config.frame_features, config.pixel_mean, config.pixel_std)
+        else:
+            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
+        sequences = config.pooling != "last"
+        rnns = [rnn_layer(config, sequences or i < config.rnn_layers - 1, f"rnn{i}")
+                for i in range(config.rnn_layers)]
         # === Functional Model ===
         frames = keras.Input((t, s, s, 3), name="frames")
         x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
         if config.frame_diff:
-            x = FrameDiff(config.diff_scale, config.diff_clip, name="frame_diff")(x)
+            x = FrameDiff(config.diff_scale, config.diff_clip, config.appearance, name="frame_diff")(x)
         x = FrameTimeDistributed(cnn, name="frame_features")(x)
         for rnn in rnns:
             x = rnn(x)
+        if sequences:
+            x = layers.GlobalAveragePooling1D(name="time_pool")(x)
         embedding = layers.Dense(config.embedding_dim, name="embedding")(x)
         logits = layers.Dense(config.num_classes, name="logits")(
             layers.Dropout(config.dropout, name="head_dropout")(embedding))
@@ -146,6 +175,8 @@ class SoraCls(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        # The checkpoint brings the weights: a backbone's start weights are not needed (nor fetched).
+        config = {**config, "config": {**config["config"], "backbone_weights": ""}}
         return cls(**config)
 
     # === Export forms (sora_tf/export/classify.py asks the model for them) ===
@@ -162,11 +193,25 @@ class SoraCls(keras.Model):
         """The same model with its RNN unrolled over T (a fixed-size graph, no WHILE loop, as
         TFLite's builtins need). `implementation=1` computes each gate with its own matmul: the
         same numbers, which the int8 stream tracks more closely (docs/sora_cls.md)."""
-        copy = build(dataclasses.replace(self.config, unroll=True))
+        copy = build(dataclasses.replace(self.config, unroll=True, backbone_weights=""))
         copy.set_weights(self.get_weights())
         for i in range(self.config.rnn_layers):
             copy.get_layer(f"rnn{i}").cell.implementation = implementation
         return copy
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class RunningMean(layers.Layer):
+    """The stream's mean pooling over time: (mean so far, new sum, new count) from this frame's
+    features and the running sum and count. The int8 export matches the stream's ops with its
+    loop's by name (sora_tf/export/tflite.py), and the converter renames an op that writes an
+    output after that output: so the adds that read the states are named here, and a cap far
+    beyond any stream's length writes the outputs."""
+
+    def call(self, x, total, count):
+        total, count = total + x, count + 1.0
+        cap = 1e9
+        return total / count, ops.minimum(total, cap), ops.minimum(count, cap)
 
 
 def build(config):
@@ -178,7 +223,9 @@ def stream_state_shapes(config):
 
     `state_prev` is the previous frame as fed (pixels) and `state_started` is 0 before the first
     frame, so that the first frame's difference is zero, as in the clip model; `state_h<i>`
-    (and `state_c<i>` for LSTM) are the RNN layers' states. All-zero is the start state.
+    (and `state_c<i>` for LSTM) are the RNN layers' states; with mean pooling, `state_sum` and
+    `state_count` are the running sum of the last layer's outputs and the frames seen. All-zero is
+    the start state.
     """
     s, units = config.image_size, config.rnn_units
     shapes = {"state_prev": (s, s, 3), "state_started": (1,)} if config.frame_diff else {}
@@ -186,6 +233,8 @@ def stream_state_shapes(config):
         shapes[f"state_h{i}"] = (units,)
         if config.rnn == "lstm":
             shapes[f"state_c{i}"] = (units,)
+    if config.pooling == "mean":
+        shapes["state_sum"], shapes["state_count"] = (units,), (1,)
     return shapes
 
 
@@ -224,7 +273,7 @@ def stream_model(clip_model, batch=None):
         diff = state["state_started"][:, :, None, None] * clipped_difference(kx, k_previous, config.diff_clip)
         current = ops.split(pair, 2, axis=0)[1]
         new_state["state_prev"], new_state["state_started"] = current, ops.ones_like(state["state_started"])
-        x = ops.concatenate([ops.split(pair_n, 2, axis=0)[1], diff], axis=-1)
+        x = ops.concatenate([ops.split(pair_n, 2, axis=0)[1], diff], axis=-1) if config.appearance else diff
     else:
         x = normalize(frame_f32)
     x = cnn(x)
@@ -232,6 +281,9 @@ def stream_model(clip_model, batch=None):
         names = [f"state_h{i}"] + ([f"state_c{i}"] if config.rnn == "lstm" else [])
         x, states = cell(x, [state[n] for n in names])
         new_state.update(zip(names, states))
+    if config.pooling == "mean":
+        x, new_state["state_sum"], new_state["state_count"] = RunningMean(name="time_pool")(
+            x, state["state_sum"], state["state_count"])
     embedding = clip_model.get_layer("embedding")(x)
     probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
     return keras.Model({"frame": frame, **state},

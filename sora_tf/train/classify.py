@@ -22,6 +22,10 @@ from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_h
 
 log = logging.getLogger("sora_tf.train")
 
+# `cv` (sora_tf/train/cv.py) can deal this task's labelled clips into grouped folds and read
+# each fold run's test accuracy from its metrics.json.
+cross_validation = True
+
 
 def augmenter(config):
     return ClipAugment(
@@ -74,7 +78,8 @@ def init_frame_cnn(core, run_dir):
 
 
 def fit(job):
-    """fit() an augmenting trainer around the model; best.keras is the bare model at best val_accuracy."""
+    """fit() an augmenting trainer around the model; best.keras is the bare model at the best value
+    of `config.monitor` (resolved from "auto" by `prepare`)."""
     config = job.config
     if job.resuming:
         wrapped, initial_epoch, best, waited = resume(job.out)
@@ -94,8 +99,9 @@ def fit(job):
     if weights:
         log.info("class weights (class_weight=%s): %s", config.class_weight,
                  ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
-    callbacks = [*log_callbacks(job.out, job.resuming), RunCheckpoint(job.out, core, best=best, average=average),
-                 EarlyStop("val_accuracy", config.patience, best, waited)]
+    callbacks = [*log_callbacks(job.out, job.resuming),
+                 RunCheckpoint(job.out, core, monitor=config.monitor, best=best, average=average),
+                 EarlyStop(config.monitor, config.patience, best, waited)]
     if average is not None:
         callbacks.insert(0, average)
     if initial_epoch < config.epochs:

@@ -14,6 +14,8 @@ from sora_tf.train.fitting import Prepared
 
 log = logging.getLogger("sora_tf.train")
 
+SMALL_VALIDATION = 200  # clips: below it, `monitor="auto"` follows the validation loss
+
 
 def default_data(preset):
     """The generated default clips (the tiny variant for the tiny preset), built on first use."""
@@ -107,6 +109,14 @@ def prepare(config, data, out, resuming, first_epoch, strict):
     else:
         split = make_split(listing, config)
         save_json(os.path.join(out, "split.json"), split)
+    if getattr(config, "monitor", None) == "auto":
+        # Accuracy over n clips moves in steps of 1/n: on a small validation part it ties and
+        # jumps, and the checkpoint it picks is luck; the loss still ranks the epochs.
+        monitor = "val_loss" if len(split["val"]) < SMALL_VALIDATION else "val_accuracy"
+        if resuming:  # what the run followed so far (runs from before this setting: accuracy)
+            monitor = load_json(os.path.join(out, "state.json")).get("monitor", "val_accuracy")
+        log.info("%d validation clips: checkpoints and early stopping follow %s", len(split["val"]), monitor)
+        config = dataclasses.replace(config, monitor=monitor)
     failures = DecodeFailures()
     train_ds, val_ds, steps = _datasets(config, listing, split, failures, first_epoch)
 

@@ -92,7 +92,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         value = logs.get(self.monitor)
-        improved = value is not None and (self.best is None or value > self.best)
+        improved = value is not None and (self.best is None or (
+            value < self.best if minimised(self.monitor) else value > self.best))
         if improved:
             self.best = float(value)
             atomic_write(os.path.join(self.run_dir, "best.keras"), self.core.save)
@@ -167,12 +168,17 @@ def _keep_history(path, last_epoch):
         atomic_write(path, write)
 
 
+def minimised(monitor):
+    """Losses are minimised; every other monitored metric (accuracy, AP, PSNR) is maximised."""
+    return monitor.endswith("loss")
+
+
 class EarlyStop(keras.callbacks.EarlyStopping):
-    """EarlyStopping on a metric to maximise that, in a resumed run, goes on counting from the
-    best value so far and the epochs since it, as the uninterrupted run would."""
+    """EarlyStopping that, in a resumed run, goes on counting from the best value so far and the
+    epochs since it, as the uninterrupted run would."""
 
     def __init__(self, monitor, patience, best=None, waited=0):
-        super().__init__(monitor, patience=patience, mode="max")
+        super().__init__(monitor, patience=patience, mode="min" if minimised(monitor) else "max")
         self.resumed = (best, waited)
 
     def on_train_begin(self, logs=None):

@@ -1,0 +1,174 @@
+"""`cv`: grouped k-fold cross-validation of a clip model's recipe.
+
+scikit-learn's `StratifiedGroupKFold` deals the clips into folds with every group (source video)
+in one fold and each fold's classes near the whole data's proportions. Fold k's clips are its
+held-out test part; the other folds' clips are split again (grouped) into training and the
+validation clips that pick the checkpoint, so no fold's figure has seen its test clips. Each fold
+is an ordinary run under OUT/fold<k>, trained from a manifest (OUT/fold<k>.csv) that holds the
+split, so `evaluate` and `export` work on it. cv.json holds every fold's test figures with their
+mean and standard deviation; cv.png plots them. Run the command again to resume: finished folds
+are read back, an interrupted one resumes from its last epoch.
+"""
+import csv
+import io
+import logging
+import os
+
+import numpy as np
+
+from sora_tf import models, train as tasks
+from sora_tf.atomic import atomic_write, save_json, save_text
+from sora_tf.config import override
+from sora_tf.data.prepared import is_prepared
+from sora_tf.data.sources import list_clips
+from sora_tf.data.split import grouped_split
+from sora_tf.runs import default_run_dir, load_json
+
+log = logging.getLogger("sora_tf.train")
+
+PLAN = "cv_plan.json"
+
+
+def fold_parts(listing, folds, val_fraction, seed, name="data"):
+    """[(train, val, test) clip indices] for each fold: test is the fold, val a grouped
+    `val_fraction` of all clips drawn from the rest. Clips without a group are their own group."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = listing.groups or [f"clip:{p}" for p in listing.paths]
+    labels = np.asarray(listing.labels)
+    try:
+        dealt = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, groups))
+    except ValueError as e:
+        raise ValueError(f"{name}: cannot deal {len(set(groups))} groups into {folds} folds ({e})") from None
+    parts = []
+    for rest, test in dealt:
+        inner = min(0.5, val_fraction * folds / (folds - 1))  # val_fraction of all clips, as a run has
+        try:
+            tr, va = grouped_split(labels[rest], [groups[i] for i in rest], inner, seed)
+        except ValueError as e:
+            raise ValueError(f"cross-validation: a fold's training part cannot spare validation groups ({e})") from None
+        parts.append((sorted(rest[tr].tolist()), sorted(rest[va].tolist()), sorted(test.tolist())))
+    return parts
+
+
+def _write_manifest(path, listing, part):
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["path", "label", "group", "split"])
+    for split, indices in zip(("train", "val", "test"), part):
+        for i in indices:
+            group = listing.groups[i] if listing.groups else ""
+            writer.writerow([listing.paths[i], listing.classes[listing.labels[i]], group, split])
+    save_text(path, rows.getvalue())
+
+
+def _summary(values):
+    values = np.asarray(values, float)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()), "max": float(values.max())}
+
+
+def _fold_result(fold, run, metrics, part):
+    test = metrics["test"]
+    return {"fold": fold, "run": run, "train_clips": len(part[0]), "val_clips": len(part[1]),
+            "test_clips": test["num_clips"], "val_accuracy": metrics["accuracy"],
+            "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "test_multi_view_accuracy": test["multi_view"]["accuracy"]}
+
+
+def plot_folds(result, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds = result["per_fold"]
+    x = np.arange(len(folds))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for offset, key, label in ((-0.2, "test_accuracy", "test (single view)"),
+                               (0.2, "test_multi_view_accuracy", "test (multi-view)")):
+        ax.bar(x + offset, [f[key] for f in folds], 0.4, label=label)
+        s = result["summary"][key]
+        ax.axhline(s["mean"], ls="--", lw=1, color=ax.patches[-1].get_facecolor())
+    ax.set_xticks(x, [f"fold {f['fold']}" for f in folds])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    s = result["summary"]["test_accuracy"]
+    ax.set_title(f"{result['model']}: {len(folds)}-fold test accuracy {s['mean']:.3f} +- {s['std']:.3f}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=None, strict=False):
+    """Train one run per fold (resuming an interrupted cv in `out`); returns cv.json's content."""
+    from sora_tf.train.evaluate import evaluate
+    from sora_tf.train.run import train
+
+    module = models.get(model_name)
+    task = tasks.task(model_name)
+    if getattr(task, "cross_validation", False) is not True:
+        raise ValueError(f"cv needs a model that learns from labelled clips; {model_name} is a {module.task} model")
+    if folds < 2:
+        raise ValueError(f"--folds must be >= 2, got {folds}")
+    if preset not in (None, "tiny", "default"):
+        raise ValueError(f"unknown preset {preset!r}: use 'tiny' or 'default'")
+    config = override(module.Config.tiny() if preset == "tiny" else module.Config(), sets)
+    config.validate()
+    data = os.path.abspath(data or task.default_data(preset))
+    if os.path.isdir(data) and is_prepared(data):
+        raise ValueError(f"{data}: cv deals the clips of a folder or CSV manifest into folds; "
+                         "give it the videos, not prepared data")
+    out = out or default_run_dir(f"cv-{model_name}")
+    plan = {"model": model_name, "data": data, "folds": folds, "sets": list(sets), "preset": preset,
+            "seed": config.seed, "val_fraction": config.val_fraction}
+    plan_path = os.path.join(out, PLAN)
+    if os.path.isfile(plan_path):
+        saved = load_json(plan_path)
+        if {k: saved.get(k) for k in plan} != plan:
+            raise ValueError(f"{out} holds a cross-validation of another plan ({saved}); use a new --out")
+        log.info("resuming the cross-validation in %s", out)
+    listing = list_clips(data, strict=strict)
+    parts = fold_parts(listing, folds, config.val_fraction, config.seed, data)
+    os.makedirs(out, exist_ok=True)
+    save_json(plan_path, plan)
+    results = []
+    for k, part in enumerate(parts):
+        run = os.path.join(out, f"fold{k}")
+        metrics_path = os.path.join(run, "metrics.json")
+        state = os.path.join(run, "state.json")
+        trained = os.path.isfile(state) and load_json(state).get("finished")
+        if trained and os.path.isfile(metrics_path):
+            log.info("fold %d/%d: finished earlier, read from %s", k + 1, folds, run)
+            metrics = load_json(metrics_path)
+        elif trained:
+            metrics = evaluate(run, strict=strict)
+        else:
+            manifest = os.path.join(out, f"fold{k}.csv")
+            _write_manifest(manifest, listing, part)
+            resume = os.path.isfile(os.path.join(run, "last.keras"))
+            log.info("fold %d/%d: %d train, %d val, %d test clips%s", k + 1, folds, *map(len, part),
+                     " (resuming)" if resume else "")
+            train(model_name, manifest, run, sets=sets, preset=preset, resume=resume, strict=strict)
+            metrics = evaluate(run, strict=strict)
+        results.append(_fold_result(k, run, metrics, part))
+        log.info("fold %d/%d: test accuracy %.4f (multi-view %.4f)", k + 1, folds,
+                 results[-1]["test_accuracy"], results[-1]["test_multi_view_accuracy"])
+    keys = ("test_accuracy", "test_multi_view_accuracy", "test_macro_f1", "val_accuracy")
+    result = {**plan, "clips": len(listing.paths), "groups": len(set(listing.groups)) if listing.groups else None,
+              "skipped": len(listing.skipped), "per_fold": results,
+              "summary": {key: _summary([f[key] for f in results]) for key in keys}}
+    save_json(os.path.join(out, "cv.json"), result)
+    plot_folds(result, os.path.join(out, "cv.png"))
+    return result
+
+
+def describe(result):
+    s = result["summary"]
+    return (f"{result['folds']}-fold cross-validation of {result['model']} on {result['data']} "
+            f"({result['clips']} clips, {result['groups'] or result['clips']} groups)\n"
+            f"test accuracy {s['test_accuracy']['mean']:.4f} +- {s['test_accuracy']['std']:.4f}  "
+            f"multi-view {s['test_multi_view_accuracy']['mean']:.4f} +- {s['test_multi_view_accuracy']['std']:.4f}  "
+            f"macro-F1 {s['test_macro_f1']['mean']:.4f}\n"
+            + "  ".join(f"fold {f['fold']} {f['test_accuracy']:.3f}" for f in result["per_fold"]))

@@ -1,0 +1,68 @@
+"""`cv`: grouped, stratified folds; one run per fold; resuming without redoing finished folds."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from sora_tf.cli import main
+from sora_tf.data.sources import Listing
+from sora_tf.train.cv import cross_validate, fold_parts
+
+
+def test_folds_keep_every_group_on_one_side_and_each_clip_in_one_test_fold():
+    rng = np.random.default_rng(0)
+    groups = [f"src{g}" for g in rng.integers(0, 12, 60)]
+    labels = [int(g[3:]) % 2 for g in groups]  # a source's clips share its class, as in fight_surv
+    listing = Listing([f"/v/{i}.mp4" for i in range(60)], labels, [30] * 60, ["a", "b"], [], groups)
+    parts = fold_parts(listing, 4, 0.2, seed=0)
+    tested = sorted(i for _, _, test in parts for i in test)
+    assert tested == list(range(60))
+    for train, val, test in parts:
+        assert sorted(train + val + test) == list(range(60))
+        sides = [{groups[i] for i in part} for part in (train, val, test)]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        assert {labels[i] for i in test} == {0, 1} and {labels[i] for i in val} == {0, 1}
+    assert fold_parts(listing, 4, 0.2, seed=0) == parts  # deterministic
+
+
+def test_cv_runs_every_fold_then_resumes_without_redoing_finished_ones(tiny_data, tmp_path, capsys):
+    out = str(tmp_path / "cv")
+    args = ["cv", "--data", tiny_data, "--out", out, "--folds", "2", "--preset", "tiny", "--set", "epochs=1"]
+    assert main(args) == 0
+    assert "2-fold cross-validation" in capsys.readouterr().out
+    with open(os.path.join(out, "cv.json")) as f:
+        first = json.load(f)
+    folds = first["per_fold"]
+    assert [f["fold"] for f in folds] == [0, 1] and sum(f["test_clips"] for f in folds) == first["clips"]
+    accuracies = [f["test_accuracy"] for f in folds]
+    assert first["summary"]["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert first["summary"]["test_accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert os.path.getsize(os.path.join(out, "cv.png")) > 0
+    for k in (0, 1):  # each fold is an ordinary run whose held-out part is its fold
+        with open(os.path.join(out, f"fold{k}", "split.json")) as f:
+            assert len(json.load(f)["test"]) == folds[k]["test_clips"]
+
+    kept = os.path.getmtime(os.path.join(out, "fold0", "best.keras"))
+    shutil.rmtree(os.path.join(out, "fold1"))  # as if interrupted before fold 1 ran
+    assert main(args) == 0
+    assert os.path.getmtime(os.path.join(out, "fold0", "best.keras")) == kept  # not trained again
+    with open(os.path.join(out, "cv.json")) as f:
+        again = json.load(f)
+    assert again["per_fold"][0] == folds[0]
+    assert again["per_fold"][1]["test_clips"] == folds[1]["test_clips"]
+
+    capsys.readouterr()
+    assert main([*args[:-1], "epochs=2"]) == 2  # another recipe in the same folder
+    assert "another plan" in capsys.readouterr().err
+
+
+def test_cv_errors_name_the_problem(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="--folds must be >= 2"):
+        cross_validate("sora_cls", tiny_data, str(tmp_path / "a"), folds=1, preset="tiny")
+    for model in ("sora_det", "sora_vaegan"):
+        with pytest.raises(ValueError, match="labelled clips"):
+            cross_validate(model, tiny_data, str(tmp_path / "b"), folds=2, preset="tiny")
+    with pytest.raises(ValueError, match="cannot deal"):
+        cross_validate("sora_cls", tiny_data, str(tmp_path / "c"), folds=50, preset="tiny")
