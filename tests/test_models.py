@@ -202,3 +202,15 @@ def test_saved_weights_keep_their_names(key, tmp_path):
         f"the graph in the same order, or load old runs without what was added (as "
         f"SoraVaeGan.load_own_variables does for a prior variable added last), then update "
         f"{SAVED_LAYOUT}; if old runs are meant to break, say so in the README.")
+
+
+def test_a_run_saved_before_mean_pooling_loads_with_its_last_state(tmp_path):
+    module = models.get("sora_cls")
+    old = module.build(override(module.Config.tiny(), ["pooling=last"]))
+    saved = old.get_config()
+    del saved["config"]["pooling"]  # as a run written before the field existed
+    reloaded = type(old).from_config(saved)
+    assert reloaded.config.pooling == "last"
+    reloaded.set_weights(old.get_weights())
+    x, _ = _clip_batch(reloaded.config)
+    np.testing.assert_allclose(reloaded(x)["probabilities"], old(x)["probabilities"], atol=1e-6)

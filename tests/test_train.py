@@ -229,8 +229,10 @@ def test_corrupt_files_skipped_and_counted_in_run(tiny_data, tmp_path):
 
 
 def test_cli_errors_and_help(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny"]) == 2
+    runs = str(tmp_path / "runs" / "typo")
+    assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny", "--out", runs]) == 2
     assert "missing" in capsys.readouterr().err
+    assert not os.path.exists(runs)  # no empty run folder left behind
     assert main(["train", "--model", "nope", "--preset", "tiny"]) == 2
     for command in ("train", "evaluate", "predict", "make-data"):
         done = subprocess.run([sys.executable, "-m", "sora_tf", command, "--help"],

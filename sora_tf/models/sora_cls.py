@@ -42,9 +42,10 @@ class Config:
     rnn: str = "lstm"
     rnn_units: int = 128
     rnn_layers: int = 1
-    # How the RNN's outputs over time become the embedding: "last" state, or the "mean" of its
-    # outputs over the frames so far (the stream keeps their running sum).
-    pooling: str = "last"
+    # How the RNN's outputs over time become the embedding: the "mean" of its outputs over the
+    # frames so far (the stream keeps their running sum), or its "last" state. Mean: +5 points
+    # of cross-validated accuracy on fight_surv, better on every fold (docs/sora_cls.md).
+    pooling: str = "mean"
     embedding_dim: int = 128
     dropout: float = 0.2
     frame_diff: bool = True  # feed each frame with its difference from the previous one
@@ -137,7 +138,8 @@ class SoraCls(keras.Model):
     """Outputs a dict: `probabilities` [B, classes] and `embedding` [B, embedding_dim]."""
 
     def __init__(self, config, **kwargs):
-        config = config if isinstance(config, Config) else from_dict(Config, config)
+        # A run saved before `pooling` existed used its last state.
+        config = config if isinstance(config, Config) else from_dict(Config, {"pooling": "last", **config})
         config.validate()
         t, s = config.num_frames, config.image_size
         # === Layers ===

@@ -70,6 +70,8 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
         config = override(base, sets)
         first_epoch = 0
 
+    if not os.path.exists(data):  # before the run folder is made: a typo leaves no empty run behind
+        raise FileNotFoundError(f"{os.path.abspath(data)}: data source does not exist")
     os.makedirs(out, exist_ok=True)
     if not resuming:
         save_json(os.path.join(out, "run.json"), {"model": model_name, "data": os.path.abspath(data)})
