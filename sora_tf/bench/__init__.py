@@ -14,8 +14,8 @@ from sora_tf.config import override
 
 # The sora_cls recipes considered (docs/sora_cls.md), timed as streams beside MoViNet-A0-Stream.
 STREAM_RECIPES = {
+    "last state, the previous default": ["pooling=last"],
     "motion only": ["appearance=false"],
-    "mean pooling": ["pooling=mean"],
     "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
 }
 SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect")
