@@ -188,6 +188,9 @@ def test_every_tflite_runs_builtins_only_with_labels(exported, val_clips):
         assert zipfile.ZipFile(path).read("labels.txt").decode().split() == classes
     parity = {p["artifact"]: p for p in result["parity"]}  # (float32 parity: the shared harness)
     assert parity["tflite_int8"]["file_bytes"] < parity["tflite_float32"]["file_bytes"]
+    for variant in ("int8", "int16x8"):  # a quantised stream is as close to Keras as its clip file
+        stream, clip = parity[f"tflite_stream_{variant}"], parity[f"tflite_{variant}"]
+        assert stream["max_abs_diff"] <= clip["max_abs_diff"] + 0.01, (stream, clip)
 
 
 def test_tflite_names_are_compact_but_inputs_and_outputs_keep_theirs(exported):

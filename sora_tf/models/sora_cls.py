@@ -205,15 +205,19 @@ class SoraCls(keras.Model):
 @keras.saving.register_keras_serializable("sora_tf")
 class RunningMean(layers.Layer):
     """The stream's mean pooling over time: (mean so far, new sum, new count) from this frame's
-    features and the running sum and count. The int8 export matches the stream's ops with its
-    loop's by name (sora_tf/export/tflite.py), and the converter renames an op that writes an
-    output after that output: so the adds that read the states are named here, and a cap far
-    beyond any stream's length writes the outputs."""
+    features and the running sum and count.
+
+    The int8 export matches the stream's ops with its loop's by name (sora_tf/export/tflite.py),
+    and the converter renames an op that writes an output after that output; so each state is
+    first read by an op of its own, the identity on every state a stream reaches (count >= 0,
+    and |sum| <= count, as LSTM and GRU outputs lie in [-1, 1]), and the adds write the outputs.
+    """
 
     def call(self, x, total, count):
+        count = ops.maximum(count, 0.0)
+        total = ops.minimum(total, count)
         total, count = total + x, count + 1.0
-        cap = 1e9
-        return total / count, ops.minimum(total, cap), ops.minimum(count, cap)
+        return total / count, total, count
 
 
 def build(config):
