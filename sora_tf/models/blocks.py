@@ -54,8 +54,8 @@ def backbone_cnn(input_shape, backbone, weights, feature_dim, mean, std, name="f
     except (ValueError, OSError) as e:
         raise ValueError(f"backbone {backbone} with weights {weights!r}: {e}") from None
     for layer in base._flatten_layers():
-        if isinstance(layer, layers.BatchNormalization):  # 0.999 in these: stale statistics after
-            layer.momentum = 0.99                          # the few hundred steps of a small dataset
+        if isinstance(layer, layers.BatchNormalization):  # 0.999 in these: from random weights the
+            layer.momentum = 0.99                          # statistics must move, ten times faster
     kernel = np.zeros((1, 1, input_shape[-1], 3), np.float32)
     kernel[0, 0, np.arange(3), np.arange(3)] = 255.0 * np.asarray(std, np.float32)
     inputs = keras.Input(input_shape, name="frame")
