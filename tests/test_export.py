@@ -306,38 +306,37 @@ def test_stream_command_on_real_video(exported, capsys):
     assert summary["frames"] == 20
 
 
-def _with_batch_statistics(run, clips):
-    """Rewrite the run's best.keras with every BatchNormalization's moving statistics set to one
-    batch's. A randomly initialised keras.applications backbone with its initial statistics
-    (mean 0, variance 1) shrinks its features to ~1e-10, so every clip gets the same output and
-    a parity check could not fail; with real statistics the outputs differ from clip to clip."""
+def _batch_statistics(model, clips):
+    """Set every BatchNormalization's moving statistics to one batch's. A randomly initialised
+    keras.applications backbone with its initial statistics (mean 0, variance 1) shrinks its
+    features to ~1e-10, so every clip gets the same output and a parity check could not fail;
+    with real statistics the outputs differ from clip to clip."""
     import keras
 
-    path = os.path.join(run, "best.keras")
-    model = keras.saving.load_model(path)
     norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in norms:
         layer.momentum = 0.0
     model(clips, training=True)
     for layer in norms:
         layer.momentum = 0.99
-    model.save(path)
     return model
 
 
-@pytest.mark.parametrize("backbone", ["mobilenet_v3_small",
-                                      pytest.param("mobilenet_v3_large", marks=pytest.mark.slow),
-                                      pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
-def test_a_backbone_run_exports_everything_with_parity(backbone, tiny_data, tmp_path):
+@pytest.mark.slow
+def test_a_backbone_run_exports_everything_with_parity(tiny_data, tmp_path):
     """Random weights (`backbone_weights` empty: nothing downloads): train, SavedModel, TFLite
     float32 and int8, clip and stream, each close to Keras on the run's validation clips."""
+    import keras
+
     from sora_tf.train.run import train
 
     run = train("sora_cls", tiny_data, str(tmp_path / "run"), epochs=1, preset="tiny",
-                sets=[f"backbone={backbone}"], verbose=0)
+                sets=["backbone=mobilenet_v3_small"], verbose=0)
     _, config, classes, info = load_run(run)
     clips, _ = load_clips(run_listing(run, classes, info), config)
-    model = _with_batch_statistics(run, clips)
+    checkpoint = os.path.join(run, "best.keras")
+    model = _batch_statistics(keras.saving.load_model(checkpoint), clips)
+    model.save(checkpoint)
     reference = np.asarray(model(clips, training=False)["probabilities"])
     assert reference.std(0).max() > 1e-3  # outputs differ between clips: parity is a real check
     result = export_run(run, str(tmp_path / "export"), calibration_clips=8, variants=("float32", "int8"))
@@ -347,10 +346,29 @@ def test_a_backbone_run_exports_everything_with_parity(backbone, tiny_data, tmp_
     parity = {p["artifact"]: p for p in result["parity"]}
     for artifact in ("saved_model", "tflite_float32", "tflite_stream_float32"):
         assert parity[artifact]["max_abs_diff"] < 1e-4, parity[artifact]
-    # int8 of a random network: a loose bound (EfficientNet-B0's swish and squeeze-excite lost
-    # 0.12 of probability here); the stream and the clip file share their ranges, so they agree.
-    assert parity["tflite_int8"]["max_abs_diff"] < 0.25, parity["tflite_int8"]
+    # int8 of a random network: a loose bound; the stream and the clip file share their ranges.
+    assert parity["tflite_int8"]["max_abs_diff"] < 0.1, parity["tflite_int8"]
     assert parity["tflite_stream_int8"]["max_abs_diff"] == parity["tflite_int8"]["max_abs_diff"]
     assert parity["tflite_stream_int8"]["top1_agreement_with_clip_file"] == 1.0
     stream = TFLiteStream(result["tflite"]["stream_float32"])
     np.testing.assert_allclose(stream.run_clip(clips[0]), reference[0], atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "efficientnet_b0"])
+def test_the_other_backbones_stream_in_tflite(backbone, tmp_path):
+    """The streaming float32 file of each other backbone (random weights) equals Keras: the
+    conversion is where EfficientNet's swish once lost the signature. (Their int8 files, and
+    a whole run's export, were checked by hand: docs/sora_cls.md.)"""
+    module = models.get("sora_cls")
+    config = override(module.Config.tiny(), [f"backbone={backbone}"])
+    clips = np.random.default_rng(0).integers(0, 256, (3, config.num_frames, config.image_size, config.image_size, 3),
+                                              dtype=np.uint8)
+    model = _batch_statistics(module.build(config), clips)
+    reference = np.asarray(model(clips, training=False)["probabilities"])
+    assert reference.std(0).max() > 1e-3
+    paths = export_tflite(model, [str(i) for i in range(config.num_classes)], str(tmp_path), clips,
+                          variants=(), stream_variants=("float32",))
+    stream = TFLiteStream(paths["stream_float32"])
+    assert tflite.flex_ops(paths["stream_float32"]) == []
+    np.testing.assert_allclose(np.stack([stream.run_clip(c) for c in clips]), reference, atol=1e-4)
