@@ -40,9 +40,9 @@ def fold_parts(listing, folds, val_fraction, seed, name="data"):
         dealt = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, groups))
     except ValueError as e:
         raise ValueError(f"{name}: cannot deal {len(set(groups))} groups into {folds} folds ({e})") from None
+    inner = min(0.5, val_fraction * folds / (folds - 1))  # val_fraction of all clips, as a run has
     parts = []
     for rest, test in dealt:
-        inner = min(0.5, val_fraction * folds / (folds - 1))  # val_fraction of all clips, as a run has
         try:
             tr, va = grouped_split(labels[rest], [groups[i] for i in rest], inner, seed)
         except ValueError as e:
