@@ -100,11 +100,55 @@ def parser():
     p.add_argument("--fps", type=int, default=12, help="frame rate of the written videos")
     p.add_argument("--out", required=True, help="output folder: <out>/<class>/*.mp4")
 
-    p = sub.add_parser("anomaly", help="per-clip anomaly scores from a generative run")
-    p.add_argument("--model", required=True, help="run directory of sora_vaegan")
+    p = sub.add_parser("anomaly", help="per-clip anomaly scores from a generative run, or from an embedding folder")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="run directory of sora_vaegan")
+    which.add_argument("--index", help="embedding folder of normal clips: a clip's score is its distance "
+                                       "to the k nearest of them")
     p.add_argument("videos", nargs="*", help="video files, or folders searched for video files")
-    p.add_argument("--data", help="instead of videos: AUROC over every clip of this data the run did "
-                                  "not train on (the run's classes normal, other classes anomalous)")
+    p.add_argument("--data", help="with --model, instead of videos: AUROC over every clip of this data the run "
+                                  "did not train on (the run's classes normal, other classes anomalous)")
+    p.add_argument("--embedder", action="append", default=[], metavar="MODEL",
+                   help="with --data: also the AUROC of the kNN distance in this embedder's space (a run, "
+                        "export, histogram, pixels or untrained:RUN; repeatable)")
+    p.add_argument("--k", type=int, default=5, help="neighbours averaged by the kNN score")
+
+    p = sub.add_parser("embed", help="embed every clip of a dataset into an embedding folder (adds new clips "
+                                     "to an existing one)")
+    p.add_argument("--model", required=True, help="run directory, SavedModel (or export/<model>), clip .tflite, "
+                                                  "or a baseline: histogram, pixels, untrained:RUN")
+    p.add_argument("--data", required=True, help="class-per-folder directory or CSV manifest")
+    p.add_argument("--out", required=True, help="embedding folder (new, or one this model wrote: new clips added)")
+    p.add_argument("--views", type=int, help="temporal views averaged per clip (default: the run's eval_views)")
+    p.add_argument("--crops", type=int, help="spatial crops per view, 1 or 3 (default: the run's eval_crops)")
+    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
+
+    p = sub.add_parser("search", help="nearest clips of an embedding folder to videos, or to one of its clips")
+    p.add_argument("--index", required=True, help="embedding folder written by `embed`")
+    p.add_argument("videos", nargs="*", help="video files, or folders searched for video files")
+    p.add_argument("--clip", help="instead of videos: a clip of the folder (itself left out)")
+    p.add_argument("--k", type=int, default=5, help="neighbours per query")
+    p.add_argument("--out", help="also write the results to this .json file")
+
+    p = sub.add_parser("duplicates", help="near-duplicate pairs of an embedding folder, as a CSV")
+    p.add_argument("--index", required=True, help="embedding folder written by `embed`")
+    p.add_argument("--threshold", type=float, help="cosine similarity from which a pair is a duplicate "
+                                                   "(default: the folder's, set by `embed` from copies of its clips)")
+    p.add_argument("--out", help="CSV to write (default EMB_DIR/duplicates.csv)")
+
+    p = sub.add_parser("map", help="2-D t-SNE map of an embedding folder, coloured by label, outliers marked")
+    p.add_argument("--index", required=True, help="embedding folder written by `embed`")
+    p.add_argument("--out", required=True, help="picture to write (.png, .pdf or .svg)")
+    p.add_argument("--outliers", type=float, default=0.05, help="fraction of clips marked as outliers")
+
+    p = sub.add_parser("retrieval", help="retrieval figures of a run's embedding beside baselines: "
+                                         "RUN/retrieval.json")
+    p.add_argument("run", help="run directory of a model with a clip embedding")
+    p.add_argument("--part", choices=("val", "test"), default="val", help="the run's held-out clips used as queries")
+    p.add_argument("--k", type=int, default=5, help="neighbours for precision@k and recall@k")
+    p.add_argument("--normal", action="append", metavar="CLASS",
+                   help="a normal class for the anomaly AUROC (repeatable; the other classes are anomalous)")
+    p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
 
     p = sub.add_parser("make-data", help="build the generated default dataset")
     p.add_argument("--variant", choices=("tiny", "default"), default="default", help="dataset size")
@@ -181,6 +225,49 @@ def _run(args):
         from sora_tf.train.cv import cross_validate, describe
         print(describe(cross_validate(args.model, args.data, args.out, args.folds, args.sets, args.preset,
                                       args.strict)))
+    elif args.command == "embed":
+        from sora_tf.embedding.store import embed
+        meta = embed(args.model, args.data, args.out, args.strict, args.views, args.crops)
+        print(f"{args.out}: {meta['clips']} clips ({meta['embedded_now']} embedded now, {meta['reused']} kept, "
+              f"{meta['dropped']} dropped, {meta['skipped']} skipped), {meta['dim']} dims, index {meta['index']}")
+    elif args.command == "search":
+        from sora_tf.atomic import save_json
+        from sora_tf.data.sources import video_files
+        from sora_tf.embedding.uses import search
+        if bool(args.videos) == bool(args.clip):
+            raise ValueError("give video files (or folders of them), or --clip, not both")
+        videos = video_files(args.videos)
+        if args.videos and not videos:
+            raise ValueError(f"no video files in {', '.join(args.videos)}")
+        results = search(args.index, videos, args.clip, args.k)
+        if args.out:
+            save_json(args.out, [{"query": q, "neighbours": r if not isinstance(r, str) else [],
+                                  "error": r if isinstance(r, str) else None} for q, r in results])
+        failed = 0
+        for query, found in results:
+            if isinstance(found, str):
+                failed += 1
+                print(f"{query}: error: {found}", file=sys.stderr)
+                continue
+            print(query)
+            for rank, n in enumerate(found, 1):
+                print(f"  {rank}. {n['similarity']:.4f}  {n['label']}  {n['path']}")
+        return 1 if failed else 0
+    elif args.command == "duplicates":
+        import os
+        from sora_tf.embedding.uses import duplicates
+        out = args.out or os.path.join(args.index, "duplicates.csv")
+        pairs, threshold = duplicates(args.index, out, args.threshold)
+        print(f"{len(pairs)} pairs at cosine similarity >= {threshold:.4f}: {out}")
+    elif args.command == "map":
+        from sora_tf.embedding.uses import draw_map
+        result = draw_map(args.index, args.out, args.outliers)
+        print(f"{args.out}: {result['clips']} clips, {len(result['outliers'])} outliers marked")
+    elif args.command == "retrieval":
+        from sora_tf.embedding.measure import describe, measure
+        if args.k < 1:
+            raise ValueError(f"--k must be >= 1, got {args.k}")
+        print(describe(measure(args.run, args.part, args.k, args.normal, strict=args.strict)))
     elif args.command == "evaluate":
         from sora_tf.train.evaluate import describe, evaluate
         print(describe(args.run, evaluate(args.run, args.data, args.strict)))
@@ -189,15 +276,26 @@ def _run(args):
         for path in generate(args.model, args.out, args.class_name, args.n, args.seed, args.fps):
             print(path)
     elif args.command == "anomaly":
-        from sora_tf.train.anomaly import anomaly_auroc, anomaly_scores
-        if args.data:
-            print(json.dumps(anomaly_auroc(args.model, args.data), indent=2))
-            return 0
         from sora_tf.data.sources import video_files
+        from sora_tf.train.anomaly import anomaly_auroc, anomaly_scores
+        if args.k < 1:
+            raise ValueError(f"--k must be >= 1, got {args.k}")
+        if args.data:
+            if args.index:
+                raise ValueError("--data measures a --model run; with --index, give videos to score")
+            print(json.dumps(anomaly_auroc(args.model, args.data, args.embedder, args.k), indent=2))
+            return 0
         videos = video_files(args.videos)
         if not videos:
-            raise ValueError("give video files (or folders of them), or --data for an AUROC")
+            raise ValueError("give video files (or folders of them)" + ("" if args.index else ", or --data for an AUROC"))
         failed = 0
+        if args.index:
+            from sora_tf.embedding.uses import anomaly_scores as knn_anomaly
+            for video, result in knn_anomaly(args.index, videos, args.k):
+                failed += isinstance(result, str)
+                print(f"{video}: error: {result}" if isinstance(result, str) else f"{video}: score {result:.5f}",
+                      file=sys.stderr if isinstance(result, str) else sys.stdout)
+            return 1 if failed else 0
         for video, result in anomaly_scores(args.model, videos):
             if isinstance(result, str):
                 failed += 1

@@ -372,3 +372,18 @@ def test_the_other_backbones_stream_in_tflite(backbone, tmp_path):
     stream = TFLiteStream(paths["stream_float32"])
     assert tflite.flex_ops(paths["stream_float32"]) == []
     np.testing.assert_allclose(np.stack([stream.run_clip(c) for c in clips]), reference, atol=1e-4)
+
+
+def test_every_export_embeds_like_the_run(exported, tiny_run, val_clips):
+    from sora_tf.embedding.embedders import load_embedder
+
+    root, result = exported
+    model, clips, _ = val_clips
+    want = np.asarray(model.embed(clips[:3].astype(np.float32)))
+    for spec in (tiny_run, result["saved_model"], os.path.dirname(result["saved_model"]),
+                 result["tflite"]["float32"]):
+        embedder = load_embedder(spec)
+        assert (embedder.num_frames, embedder.image_size) == (model.config.num_frames, model.config.image_size)
+        np.testing.assert_allclose(embedder.embed(clips[:3]), want, atol=1e-4, err_msg=spec)
+    with pytest.raises(ValueError, match="not a clip .tflite"):
+        load_embedder(result["tflite"]["stream_float32"])

@@ -14,6 +14,7 @@ from sora_tf import cli
 from sora_tf.data.video import count_frames, read_frames
 from sora_tf.models import sora_vaegan
 from sora_tf.models.vaegan import layers as vaegan_layers
+from sora_tf.runs import load_clips
 from sora_tf.train import anomaly, generate_eval
 from sora_tf.train.run import train
 
@@ -485,6 +486,29 @@ def test_anomaly_scores_and_auroc(vaegan_run, tiny_data, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_knn_anomaly_aurocs_in_every_embedding(vaegan_run, tiny_data):
+    from sora_tf.data.sources import list_clips
+
+    listing = list_clips(tiny_data)
+    up, static = listing.classes.index("up"), listing.classes.index("static")
+    ups = [i for i, label in enumerate(listing.labels) if label == up]
+    normal = listing.subset(ups[:4])
+    held = listing.subset(ups[4:] + [i for i, label in enumerate(listing.labels) if label == static])
+    is_normal = np.array([label == up for label in held.labels])
+    result = anomaly.knn_aurocs(vaegan_run, normal, held, is_normal, k=2)
+    assert set(result) == {"k", "normal_collection", "auroc_run", "auroc_histogram", "auroc_pixels"}
+    assert all(0.0 <= result[f"auroc_{n}"] <= 1.0 for n in ("run", "histogram", "pixels"))
+    # The run's figure is the AUROC of the distance of each held-out clip's z_mean (the eval
+    # view the anomaly score sees) to its 2 nearest normal clips' z_mean.
+    from sora_tf.embedding.store import normalised
+    from sora_tf.embedding.uses import knn_scores
+    model = keras.saving.load_model(os.path.join(vaegan_run, "best.keras"))
+    (a, _), (b, _) = load_clips(normal, model.config), load_clips(held, model.config)
+    scores = knn_scores(normalised(model.embed(a)), normalised(model.embed(b)), k=2)
+    assert result["auroc_run"] == pytest.approx(anomaly.auroc(scores[is_normal], scores[~is_normal]), abs=1e-6)
+
+
+@pytest.mark.slow
 def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
@@ -496,11 +520,12 @@ def test_export_signatures_and_tflite_parity(vaegan_run, tmp_path, capsys):
     model = keras.saving.load_model(os.path.join(vaegan_run, "best.keras"))
     config = model.config
     loaded = tf.saved_model.load(result["saved_model"])
-    assert {"encode", "decode", "generate", "reconstruct", "anomaly_score"} <= set(loaded.signatures)
+    assert {"encode", "embed", "decode", "generate", "reconstruct", "anomaly_score"} <= set(loaded.signatures)
     clips = _clips(config, 2)
     big = np.repeat(np.repeat(clips, 2, axis=2), 2, axis=3)  # any frame size is resized inside
     z = loaded.signatures["encode"](frames=tf.constant(clips))["z_mean"].numpy()
     np.testing.assert_allclose(z, np.asarray(model.encoder(clips)["z_mean"]), atol=1e-4)
+    np.testing.assert_array_equal(loaded.signatures["embed"](frames=tf.constant(clips))["embedding"].numpy(), z)
     assert loaded.signatures["encode"](frames=tf.constant(big))["z_mean"].shape == z.shape
     frames = loaded.signatures["decode"](z=tf.constant(z), class_id=tf.constant([0, 1]))["frames"]
     assert frames.dtype == tf.uint8 and frames.shape == clips.shape

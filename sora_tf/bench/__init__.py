@@ -3,7 +3,7 @@ that produced it, written to BENCHMARKS.md (for people) and benchmarks.json (for
 
 The machine is shared and noisy, so every figure is compared with a baseline measured in the
 same process minutes apart, and the ratio is what to read. Nothing here is asserted by tests.
-One module per section: inputs, training, augment, tflite, detect; report writes both files.
+One module per section: inputs, training, augment, tflite, detect, index; report writes both files.
 """
 import argparse
 import os
@@ -18,7 +18,7 @@ STREAM_RECIPES = {
     "motion only": ["appearance=false"],
     "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
 }
-SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect")
+SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect", "index")
 
 
 def main(argv=None):
@@ -75,6 +75,9 @@ def main(argv=None):
                   "`make export MODEL=sora_det`)", file=sys.stderr)
         else:
             results["Detection per frame (sora_det TFLite vs OpenCV HOG)"] = bench_detect(found, args.long_video)
+    if "index" in only:
+        from sora_tf.bench.index import bench_index
+        results["Nearest-neighbour index (FAISS), per query"] = bench_index()
     results["Peak memory"] = [{"process": "bench", "peak_rss_mb": peak_rss_mb(), "command": COMMAND}]
     write_reports(results)
     with open("BENCHMARKS.md") as f:

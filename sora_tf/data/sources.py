@@ -40,6 +40,7 @@ class Listing:
     records: list = None  # their record indices there
     splits: list = None  # "train", "val" or "test" per clip, from a manifest's `split` column
     hidden: list = dataclasses.field(default_factory=list)  # hidden files passed over (".name")
+    known: list = dataclasses.field(default_factory=list)  # listed, but left out as `known` (not probed)
 
     def strides(self, fps):
         """Per-clip eval spacing in frames for sampling at `fps` (0: over the whole video)."""
@@ -202,8 +203,10 @@ def _probe(path):
         return 0, 0.0, str(e).removeprefix(f"{path}: ")
 
 
-def list_clips(source, strict=False, workers=None):
-    """A Listing of every usable clip under `source` (a directory or a .csv manifest)."""
+def list_clips(source, strict=False, workers=None, known=()):
+    """A Listing of every usable clip under `source` (a directory or a .csv manifest). Paths in
+    `known` (clips the caller already has) are not probed: they go to `listing.known`, and a
+    listing of nothing new is then no error."""
     source = os.path.abspath(os.fspath(source))  # clip paths come out absolute: runs compare them later
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: data source does not exist")
@@ -220,11 +223,16 @@ def list_clips(source, strict=False, workers=None):
         (items, classes, splits), hidden = _from_csv(source), []
     else:
         raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
+    if known:
+        known = set(known)
+        listing_known = [p for p, _, _ in items if p in known]
+        items = [item for item in items if item[0] not in known]
     # OpenCV releases the GIL while decoding, so threads probe files in parallel.
     with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         probes = list(bar(pool.map(_probe, [p for p, _, _ in items]), "probing videos", len(items), "video"))
     grouped = any(g is not None for _, _, g in items)
-    listing = Listing([], [], [], classes, [], [] if grouped else None, [], hidden=hidden)
+    listing = Listing([], [], [], classes, [], [] if grouped else None, [], hidden=hidden,
+                      known=listing_known if known else [])
     for (path, label, group), (count, fps, reason) in zip(items, probes):
         if reason is None:
             listing.paths.append(path)
@@ -238,7 +246,7 @@ def list_clips(source, strict=False, workers=None):
             raise VideoError(f"{path}: {reason}")
         log.warning("skipping %s: %s", path, reason)
         listing.skipped.append((path, reason))
-    if not listing.paths:
+    if not listing.paths and not listing.known:
         raise ValueError(f"{source}: no usable video files ({len(listing.skipped)} skipped)")
     if splits:
         listing.splits = [splits[p] for p in listing.paths]

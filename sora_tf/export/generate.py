@@ -4,6 +4,7 @@ decoder, and their parity with Keras.
 SavedModel signatures (batch first; frames are uint8 RGB, any H x W, resized inside):
 - `encode`: `frames` [B, T, H, W, 3] -> `z_mean`, `z_log_var` [B, D] (the content grid
   flattened, then the motion vector).
+- `embed`: `frames` -> `embedding` [B, D], `z_mean` under the name every clip model's `embed` uses.
 - `decode`: `z` [B, D] float32 and `class_id` [B] int32 -> `frames` uint8 [B, T, S, S, 3].
 - `generate`: `class_id` [B] int32 and `seed` [B, 2] int32 -> `frames`: z drawn from the prior
   the run fitted to its training clips (`SoraVaeGan.fit_prior`), statelessly from the seed (the
@@ -50,6 +51,9 @@ def serving_functions(model, config):
         q = model.encoder(saved_model.preprocess(frames, config), training=False)
         return {"z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
 
+    def embed(frames):
+        return {"embedding": model.embed(saved_model.preprocess(frames, config))}
+
     def decode(z, class_id):
         z = saved_model.checked(z, 2, {0: None, 1: size}, f"z must be float32 [batch >= 1, {size}]")
         class_id = checked_classes(class_id, tf.shape(z)[0])
@@ -73,7 +77,7 @@ def serving_functions(model, config):
     frames = tf.TensorSpec([None, t, None, None, 3], tf.uint8, name="frames")
     z = tf.TensorSpec([None, *config.latent_shape], tf.float32, name="z")
     class_id = tf.TensorSpec([None], tf.int32, name="class_id")
-    return {"encode": (encode, [frames]), "decode": (decode, [z, class_id]),
+    return {"encode": (encode, [frames]), "embed": (embed, [frames]), "decode": (decode, [z, class_id]),
             "generate": (generate, [class_id, tf.TensorSpec([None, 2], tf.int32, name="seed")]),
             "reconstruct": (reconstruct, [frames]), "anomaly_score": (anomaly_score, [frames])}
 

@@ -181,6 +181,10 @@ class SoraCls(keras.Model):
         config = {**config, "config": {**config["config"], "backbone_weights": ""}}
         return cls(**config)
 
+    def embed(self, frames):
+        """The clip embedding [B, embedding_dim] of frames [B, T, S, S, 3] in [0, 255]."""
+        return self(frames, training=False)["embedding"]
+
     # === Export forms (sora_tf/export/classify.py asks the model for them) ===
     def stream_state_shapes(self):
         return stream_state_shapes(self.config)

@@ -34,11 +34,11 @@ def _scores(model, clips):
 
 
 def auroc(normal, anomalous):
-    """Probability that an anomalous score exceeds a normal one (ties count half)."""
-    normal, anomalous = np.asarray(normal), np.asarray(anomalous)
-    greater = (anomalous[:, None] > normal[None]).mean()
-    ties = (anomalous[:, None] == normal[None]).mean()
-    return float(greater + 0.5 * ties)
+    """Probability that an anomalous score exceeds a normal one (ties count half): ROC AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    normal, anomalous = np.asarray(normal, np.float64), np.asarray(anomalous, np.float64)
+    return float(roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(anomalous))], np.r_[normal, anomalous]))
 
 
 def motion_energy(clips):
@@ -49,11 +49,13 @@ def motion_energy(clips):
     return np.square(np.diff(x, axis=1)).mean(axis=(1, 2, 3, 4))
 
 
-def anomaly_auroc(run_dir, data):
+def anomaly_auroc(run_dir, data, embedders=(), k=5):
     """AUROC of the anomaly score on every clip of `data` the run did not train on, nor any clip
     of the same source video (group): clips of the run's classes are normal, clips of other
-    classes anomalous. Also the AUROC of each term alone and of `motion_energy`, the no-model
-    baseline. Writes anomaly.json in the run."""
+    classes anomalous. Also the AUROC of each term alone, of `motion_energy`, the no-model
+    baseline, and of the kNN distance to the run's training clips in the space of the run's own
+    embedding, of `embedders` (named as `embed --model` takes them) and of the histogram and
+    pixels baselines (`knn_aurocs`). Writes anomaly.json in the run."""
     model, config, classes, info = load_run(run_dir)
     listing = list_clips(data)
     train_part = run_listing(run_dir, classes, info, None, part="train")
@@ -77,5 +79,31 @@ def anomaly_auroc(run_dir, data):
         result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
     energy = motion_energy(clips)
     result["auroc_baseline_motion_energy"] = auroc(energy[is_normal], energy[~is_normal])
+    result["knn"] = knn_aurocs(run_dir, train_part, listing, is_normal, embedders, k)
     save_json(os.path.join(run_dir, "anomaly.json"), result)
+    return result
+
+
+def knn_aurocs(run_dir, normal_part, held, is_normal, embedders=(), k=5):
+    """{embedder: AUROC} of the kNN anomaly score (`sora_tf.embedding.uses.knn_scores`): each held-out
+    clip's distance to its k nearest clips of `normal_part` (the run's training clips), in the
+    space of the run's embedding, of each of `embedders`, and of the two no-training baselines;
+    one centred view per clip, as the run's own score sees it."""
+    from sora_tf.embedding.embedders import BASELINES, load_embedder
+    from sora_tf.embedding.store import embed_listing
+    from sora_tf.embedding.uses import knn_scores
+
+    own = load_embedder(run_dir)
+    own.views = own.crops = 1
+    result = {"k": k, "normal_collection": len(normal_part.paths)}
+    others = [load_embedder(name, like=own) for name in BASELINES] + [load_embedder(name) for name in embedders]
+    for group in ([own] + others[:len(BASELINES)], *[[e] for e in others[len(BASELINES):]]):
+        group[0].views = group[0].crops = 1
+        normal, _ = embed_listing(group, normal_part)
+        queries, paths = embed_listing(group, held)
+        flags = np.asarray([is_normal[held.paths.index(p)] for p in paths])
+        for e in group:
+            scores = knn_scores(normal[e.name], queries[e.name], k)
+            name = "run" if e is own else e.name
+            result[f"auroc_{name}"] = auroc(scores[flags], scores[~flags])
     return result

@@ -3,31 +3,27 @@ import numpy as np
 
 
 def classification_metrics(labels, probabilities, classes):
-    """accuracy, per-class precision/recall/F1, macro-F1, top-k (k=2,3 when classes > 2), confusion."""
+    """accuracy, per-class precision/recall/F1, macro-F1, top-k (k=2,3 when classes > 2), confusion
+    (scikit-learn's; a class never predicted has precision 0, one absent recall 0)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
     labels = np.asarray(labels)
     probs = np.asarray(probabilities)
     n = len(classes)
     pred = probs.argmax(1)
-    confusion = np.zeros((n, n), np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    tp = np.diag(confusion).astype(float)
-    predicted, actual = confusion.sum(0), confusion.sum(1)
-    precision = np.divide(tp, predicted, out=np.zeros(n), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros(n), where=actual > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n),
-                   where=(precision + recall) > 0)
+    ids = np.arange(n)
+    confusion = confusion_matrix(labels, pred, labels=ids)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
     result = {
         "num_clips": int(len(labels)),
         "accuracy": float((pred == labels).mean()),
         "macro_f1": float(f1.mean()),
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
-                          "f1": float(f1[i]), "support": int(actual[i])} for i, c in enumerate(classes)},
+                          "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
         "confusion_matrix": {"labels": list(classes), "rows_true_cols_pred": confusion.tolist()},
     }
-    if n > 2:
-        ranked = np.argsort(-probs, 1)
-        for k in (2, 3)[: n - 2]:
-            result[f"top{k}_accuracy"] = float((ranked[:, :k] == labels[:, None]).any(1).mean())
+    for k in (2, 3)[: max(n - 2, 0)]:
+        result[f"top{k}_accuracy"] = float(top_k_accuracy_score(labels, probs, k=k, labels=ids))
     return result
 
 

@@ -69,6 +69,10 @@ class SoraVaeGan(LatentPrior, keras.Model):
         reconstruction = self.decoder(self.decoder_inputs(q["z_mean"]), training=training)
         return {"reconstruction": reconstruction, "z_mean": q["z_mean"], "z_log_var": q["z_log_var"]}
 
+    def embed(self, frames):
+        """The clip embedding [B, D]: the posterior mean `z_mean` (content grid, frame codes, motion)."""
+        return self.encoder(frames, training=False)["z_mean"]
+
     def reconstruct(self, frames, labels=None):
         """Frames in [0, 1] decoded from z_mean, with the true classes when known."""
         q = self.encoder(frames, training=False)
