@@ -45,3 +45,13 @@ def test_stream_rows_time_movinet_in_the_same_rounds(tmp_path, monkeypatch):
     assert "MoViNet" in movinet["figure"] and movinet["ms_per_frame"] > 0
     assert row["movinet_ms_same_rounds"] == movinet["ms_per_frame"] and row["rounds"] == 2
     assert 0 < row["ratio_vs_movinet"] and "172x172" in row["figure"]
+
+
+def test_index_rows_time_both_indexes_and_the_graph_s_recall():
+    from sora_tf.bench.index import bench_index
+
+    rows = bench_index(sizes=(2_000,), dim=16, queries=20, k=5)
+    assert [(r["data"], r["index"].split()[0]) for r in rows] == [
+        ("random", "exact"), ("random", "HNSW"), ("clustered", "exact"), ("clustered", "HNSW")]
+    assert all(r["recall_at_5"] == 1.0 for r in rows[::2])  # the exact index is the reference
+    assert all(0.5 <= r["recall_at_5"] <= 1.0 and r["query_ms"] > 0 and r["build_s"] > 0 for r in rows)

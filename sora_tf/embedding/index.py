@@ -1,9 +1,11 @@
 """Nearest-neighbour search over unit vectors with FAISS: the inner product is the cosine.
 
 Up to `EXACT_UP_TO` vectors the index is exact (`IndexFlatIP`, a brute-force scan); past it, a
-graph (`IndexHNSWFlat`, 32 links a node), whose query time grows with log N instead of N at a
-small cost in recall. Both are measured in `make bench` (section `index`): build and query time
-at 1k, 10k and 100k vectors, and the recall of the graph against the exact answer.
+graph (`IndexHNSWFlat`, 32 links a node), whose query time grows with log N instead of N. From
+`make bench` (section `index`, 128 dims, 2 cores): an exact query takes 0.03 / 0.4 / 4 ms at
+1k / 10k / 100k vectors, the graph's 0.1 / 0.2-0.4 / 0.2-0.8 ms after a build of up to 20 s,
+with a recall@10 of 1.0 on clustered vectors but 0.60 on random ones at 100k. Exact answers at
+interactive speed up to 100k; the graph past that, where the scan grows too slow.
 """
 import logging
 
@@ -12,7 +14,7 @@ import numpy as np
 # faiss's loader logs each CPU-specific library it looks for and does not find, at INFO.
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
-EXACT_UP_TO = 50_000
+EXACT_UP_TO = 100_000
 HNSW_LINKS, HNSW_BUILD_DEPTH, HNSW_SEARCH_DEPTH = 32, 80, 128
 
 

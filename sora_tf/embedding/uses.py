@@ -1,6 +1,7 @@
 """The commands on an embedding folder: `search`, `duplicates`, `map` and kNN anomaly scores."""
 import csv
 import io
+import logging
 import os
 
 import numpy as np
@@ -10,9 +11,14 @@ from sora_tf.embedding import index as vector_index
 from sora_tf.embedding.embedders import load_embedder
 from sora_tf.embedding.store import Embeddings, embed_listing, load
 
+log = logging.getLogger("sora_tf.embedding")
+
 # Cosine similarity from which `duplicates` calls two clips near-duplicates when the folder has
 # no threshold of its own (`store.calibrate` sets one from copies of the collection's clips).
 DUPLICATE_THRESHOLD = 0.95
+# Past this share of a collection's pairs above its calibrated threshold, `duplicates` says the
+# embedding does not tell copies from other clips (a classifier's, which maps a class to a point).
+FALSE_DUPLICATES_WARNING = 0.05
 ANOMALY_NEIGHBOURS = 5
 
 
@@ -81,6 +87,11 @@ def duplicates(folder, out, threshold=None, neighbours=50):
     embeddings = load(folder)
     if threshold is None:
         threshold = embeddings.meta.get("duplicate_threshold", DUPLICATE_THRESHOLD)
+        share = embeddings.meta.get("calibration", {}).get("other_pairs_at_or_above", 0.0)
+        if share > FALSE_DUPLICATES_WARNING:
+            log.warning("%s: at its calibrated threshold %.3f, %.0f%% of all pairs of clips count as duplicates: "
+                        "this embedding does not tell copies from other clips of a kind; embed with "
+                        "`--model pixels` to find near-duplicates", folder, threshold, 100 * share)
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
     sims, ids = vector_index.neighbours(_index(folder, embeddings), embeddings.vectors, neighbours,

@@ -5,6 +5,7 @@ Every model module exposes the same contract, and generic code asks it nothing e
 - `build(config) -> keras.Model`, the model saving and reloading through its `get_config`;
 - `task`: which task code fits, evaluates and exports it, `sora_tf/train/<task>.py` and
   `sora_tf/export/<task>.py`, shared by every model of that task.
+A model with a clip embedding also has `embed(frames) -> [B, D]` (`sora_tf/embedding` uses it).
 Adding a model of an existing task is adding its file and its name to `tests/test_models.py`.
 """
 import importlib
