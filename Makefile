@@ -9,20 +9,32 @@ OUT ?=
 RUN ?=
 SET ?=
 PYTEST_ARGS ?=
+# GPU=1: `tensorflow[and-cuda]` in place of `tensorflow-cpu`, in a .venv of its own: switching
+# flavour makes a fresh .venv, so the two builds are never installed over each other.
+GPU ?=
+FLAVOUR := $(if $(GPU),gpu,cpu)
 
 train_args = --model $(MODEL) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 	$(if $(OUT),--out $(OUT)) $(foreach s,$(SET),--set $(s))
 newest_run = $(or $(RUN),$(shell ls -dt runs/$(MODEL)-* 2>/dev/null | head -n 1))
 
-.PHONY: setup train eval export bench data test test-fast clean
+.PHONY: setup train eval export bench data test test-fast gpu-check clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed-$(FLAVOUR): setup.cfg pyproject.toml
+	@if ls $(VENV)/.installed* 2>/dev/null | grep -qv '/.installed-$(FLAVOUR)$$'; then \
+		echo "$(VENV) holds another TensorFlow build: making a fresh one for $(FLAVOUR)"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+ifeq ($(FLAVOUR),gpu)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m sora_tf.requirements > $(VENV)/requirements-gpu.txt
+	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.*" -r $(VENV)/requirements-gpu.txt
+else
+	$(PY) -m pip install --quiet -e ".[test,beam]"
+endif
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-$(FLAVOUR)
 
 train: setup
 	$(PY) -m sora_tf train $(train_args)
@@ -47,6 +59,11 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Devices, where the model, augmentation and decoding run, and a training step and an input pass
+# timed on the GPU against the CPU (`make setup GPU=1` first; on a machine without one it says so).
+gpu-check: setup
+	$(PY) -m sora_tf.gpu_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

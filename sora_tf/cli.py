@@ -34,6 +34,9 @@ def parser():
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set rnn_units=64 (repeatable; `models` lists the fields)")
     p.add_argument("--resume", action="store_true", help="continue --out (or the newest run) from its last epoch")
+    p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto",
+                   help="tf.distribute strategy; auto: multiworker when TF_CONFIG names a cluster, mirrored "
+                        "with several GPUs, else default")
 
     p = sub.add_parser("cv", help="grouped k-fold cross-validation: one run per fold, cv.json with mean and std")
     _common_train(p)
@@ -91,6 +94,10 @@ def parser():
     p.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100")
     p.add_argument("--shard-clips", type=int, default=64, help="clips per shard")
     p.add_argument("--strict", action="store_true", help="an unusable video is an error, not a counted skip")
+    p.add_argument("--runner", choices=("local", "beam"), default="local",
+                   help="local: threads in this process; beam: an Apache Beam pipeline (the beam extra)")
+    p.add_argument("--beam-args", default="", metavar="'--runner=...'",
+                   help="Beam pipeline options in one string, after an = sign: --beam-args='--runner=FlinkRunner ...' (default: DirectRunner)")
 
     p = sub.add_parser("generate", help="write clips sampled from a generative model as video files")
     p.add_argument("--model", required=True, help="run directory or SavedModel export of sora_vaegan")
@@ -209,6 +216,16 @@ def _run(args):
         from sora_tf.data.prepared import MANIFEST, prepare
         from sora_tf.data.sources import list_clips
         check_replaceable(args.out, MANIFEST, "prepared data")  # before the data is probed
+        if args.runner == "beam":
+            import shlex
+            from sora_tf.data.prepared_beam import prepare_beam
+            if args.strict:
+                raise ValueError("--strict is for the local runner; the Beam pipeline counts unusable videos")
+            print(prepare_beam(args.data, args.out, args.size, args.shard_clips, args.quality,
+                               shlex.split(args.beam_args)))
+            return 0
+        if args.beam_args:
+            raise ValueError("--beam-args needs --runner beam")
         print(prepare(list_clips(args.data, strict=args.strict), args.out, args.size, args.shard_clips,
                       args.quality))
     elif args.command == "train":
@@ -218,7 +235,10 @@ def _run(args):
         if args.epochs is not None and args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
         run = train(args.model, args.data, args.out, args.epochs, args.sets, args.preset,
-                    args.resume, args.strict)
+                    args.resume, args.strict, strategy=args.strategy)
+        if run is None:
+            print("worker finished; the chief writes and evaluates the run")
+            return 0
         print(describe(run, evaluate(run, strict=args.strict)))
         print(run_summary(run))
     elif args.command == "cv":

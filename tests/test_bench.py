@@ -55,3 +55,15 @@ def test_index_rows_time_both_indexes_and_the_graph_s_recall():
         ("random", "exact"), ("random", "HNSW"), ("clustered", "exact"), ("clustered", "HNSW")]
     assert all(r["recall_at_5"] == 1.0 for r in rows[::2])  # the exact index is the reference
     assert all(0.5 <= r["recall_at_5"] <= 1.0 and r["query_ms"] > 0 and r["build_s"] > 0 for r in rows)
+
+
+def test_gpu_check_runs_and_says_where_the_work_runs(capsys):
+    from sora_tf import gpu_check
+
+    assert gpu_check.main(["--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert '"figure": "sora_cls training step"' in out and '"frames_on": "' in out
+    if '"gpus": []' in out:
+        assert "no GPU visible to TensorFlow" in out
+    else:
+        assert "placement as the README says" in out

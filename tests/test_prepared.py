@@ -91,3 +91,33 @@ def test_bad_settings_and_stale_format(tiny_data, tmp_path):
     (tmp_path / "old" / "prepared.json").write_text(json.dumps({"format": "other/0"}))
     with pytest.raises(ValueError, match="prepared format"):
         list_clips(str(tmp_path / "old"))
+
+
+def _records(folder):
+    """{index: (label, jpeg bytes)} of every record in a prepared folder's shards."""
+    out = {}
+    for name in json.load(open(os.path.join(folder, prepared.MANIFEST)))["shards"]:
+        for raw in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            e = prepared._parse(raw)
+            out[int(e["index"])] = (int(e["label"]), [bytes(j) for j in e["jpegs"].numpy()])
+    return out
+
+
+def test_beam_pipeline_writes_what_the_local_prepare_writes(tiny_data, tmp_path):
+    pytest.importorskip("apache_beam", reason="the beam extra is not installed (make setup installs it)")
+    import shutil
+
+    data = tmp_path / "videos"
+    shutil.copytree(tiny_data, data)
+    os.remove(data / "manifest.csv")
+    (data / "up" / "broken.mp4").write_bytes(b"not a video" * 50)
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    assert main(["prepare", "--data", str(data), "--out", local, "--size", "32", "--shard-clips", "16"]) == 0
+    assert main(["prepare", "--runner", "beam", "--beam-args=--runner=DirectRunner", "--data", str(data),
+                 "--out", beam, "--size", "32", "--shard-clips", "16"]) == 0
+    want, got = prepared.load_manifest(local), prepared.load_manifest(beam)
+    assert got["clips"] == want["clips"] and len(got["clips"]) == len(list_clips(tiny_data).paths)
+    assert got["shards"] == want["shards"] and (got["size"], got["classes"]) == (want["size"], want["classes"])
+    assert [s["path"] for s in got["skipped"]] == [s["path"] for s in want["skipped"]] == [str(data / "up" / "broken.mp4")]
+    assert _records(beam) == _records(local)  # same clips, labels and frames (JPEG bytes), same numbering
+    assert len(list_clips(beam).paths) == len(got["clips"])  # and training reads it

@@ -18,7 +18,7 @@ STREAM_RECIPES = {
     "motion only": ["appearance=false"],
     "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
 }
-SECTIONS = ("input", "long", "train", "augment", "tflite", "stream", "detect", "index")
+SECTIONS = ("input", "long", "train", "precision", "augment", "tflite", "stream", "detect", "index")
 
 
 def main(argv=None):
@@ -45,6 +45,9 @@ def main(argv=None):
         if "train" in only:
             from sora_tf.bench.training import bench_train_step
             results["Training step (sora_cls default)"] = bench_train_step(data)
+    if "precision" in only:
+        from sora_tf.bench.training import bench_precision
+        results["Training step: mixed precision and XLA (sora_cls default, one cached batch)"] = bench_precision()
     if "augment" in only:
         from sora_tf.bench.augment import bench_augment
         results["Augmentation"] = bench_augment()

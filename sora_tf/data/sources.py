@@ -203,26 +203,31 @@ def _probe(path):
         return 0, 0.0, str(e).removeprefix(f"{path}: ")
 
 
+def list_items(source):
+    """(items [(path, label, group or None)], classes, splits {path: part} or None, hidden files)
+    of a class-per-folder directory or a .csv manifest, listed without opening any video."""
+    source = os.path.abspath(os.fspath(source))  # clip paths come out absolute: runs compare them later
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: data source does not exist")
+    if os.path.isdir(source):
+        manifest = os.path.join(source, "manifest.csv")
+        if os.path.isfile(manifest):
+            return (*_from_csv(manifest), [])
+        items, classes, hidden = _from_folder(source)
+        return items, classes, None, hidden
+    if source.endswith(".csv"):
+        return (*_from_csv(source), [])
+    raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
+
+
 def list_clips(source, strict=False, workers=None, known=()):
     """A Listing of every usable clip under `source` (a directory or a .csv manifest). Paths in
     `known` (clips the caller already has) are not probed: they go to `listing.known`, and a
     listing of nothing new is then no error."""
-    source = os.path.abspath(os.fspath(source))  # clip paths come out absolute: runs compare them later
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: data source does not exist")
+    source = os.path.abspath(os.fspath(source))
     if os.path.isdir(source) and is_prepared(source):
         return _from_prepared(source)
-    if os.path.isdir(source):
-        manifest = os.path.join(source, "manifest.csv")
-        hidden = []
-        if os.path.isfile(manifest):
-            items, classes, splits = _from_csv(manifest)
-        else:
-            (items, classes, hidden), splits = _from_folder(source), None
-    elif source.endswith(".csv"):
-        (items, classes, splits), hidden = _from_csv(source), []
-    else:
-        raise ValueError(f"{source}: data must be a class-per-folder directory or a .csv manifest")
+    items, classes, splits, hidden = list_items(source)
     if known:
         known = set(known)
         listing_known = [p for p, _, _ in items if p in known]

@@ -12,10 +12,33 @@ from sora_tf import export as tasks
 from sora_tf.runs import load_run
 
 
+def in_float32(model, model_name):
+    """`model`, or, when it computes in 16 bits (trained with `mixed_precision`), the same
+    weights in a float32 build of it: exports are float32, and TFLite quantises from there."""
+    import dataclasses
+
+    import keras
+
+    from sora_tf import models
+
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        config = dataclasses.replace(model.config, mixed_precision=False)
+        copy = models.get(model_name).build(config)
+        copy.set_weights(model.get_weights())
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    return copy
+
+
 def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, variants=None):
     """Export `run_dir`; returns {"saved_model": path, "tflite": {name: path}, "parity": [...],
     "models_config": path}. `variants`: the TFLite variants to write (default all)."""
     model, config, classes, info = load_run(run_dir)
+    model = in_float32(model, info["model"])
     task = tasks.task(info["model"])
     val, calib = task.export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips)
     result = task.export(model, classes, root, info["model"], val, calib, {"run": os.path.abspath(run_dir)}, variants)

@@ -76,6 +76,10 @@ class Config:
     class_weight: str = "auto"  # "balanced", "none", or "auto": balanced when classes differ 1.5x or more
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
+    # Compute in 16-bit floats (mixed_float16 on a GPU, mixed_bfloat16 on a CPU; weights, softmax
+    # and losses stay float32; exports are float32) and compile the training step with XLA.
+    mixed_precision: bool = False
+    jit_compile: bool = False
     # Augmentation (one draw per clip), mild: strong jitter slowed learning (docs/sora_cls.md).
     aug_zoom: float = 0.1
     aug_translate: float = 0.05

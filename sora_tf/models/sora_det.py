@@ -60,6 +60,10 @@ class Config:
     ema_momentum: float = 0.99
     seed: int = 0
     patience: int = 8
+    # Compute in 16-bit floats (mixed_float16 on a GPU, mixed_bfloat16 on a CPU; weights, softmax
+    # and losses stay float32; exports are float32) and compile the training step with XLA.
+    mixed_precision: bool = False
+    jit_compile: bool = False
     # Temporal split: first part train, middle validation, last test, gaps between
     val_fraction: float = 0.068
     test_fraction: float = 0.269
@@ -150,12 +154,14 @@ def head_net(config):
     x = layers.Add(name="add4")([layers.UpSampling2D(2, name="up4")(x), layers.Conv2D(width, 1, name="lat4")(s4)])
     x = _conv(x, width, 1, "fuse4")
     heat = _conv(x, width, 1, "heat")
-    # Focal-loss prior: every cell starts at p = 0.1 (CenterNet's -2.19).
-    heat = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-2.19), name="heatmap")(heat)
+    # Focal-loss prior: every cell starts at p = 0.1 (CenterNet's -2.19). The outputs are float32
+    # under mixed precision too, for the losses and the box decoding.
+    heat = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-2.19), name="heatmap",
+                         dtype="float32")(heat)
     box = _conv(x, width, 1, "box")
-    box = layers.Conv2D(4, 1, name="box_raw")(box)
-    sides = layers.Activation("softplus", name="sides_softplus")(box)
-    sides = layers.Rescaling(16.0, name="sides")(sides)  # TTFNet's scale: a unit of output is 16 px
+    box = layers.Conv2D(4, 1, name="box_raw", dtype="float32")(box)
+    sides = layers.Activation("softplus", name="sides_softplus", dtype="float32")(box)
+    sides = layers.Rescaling(16.0, name="sides", dtype="float32")(sides)  # TTFNet's scale: a unit is 16 px
     return keras.Model([s4, s8, g16], [heat, sides], name="head")
 
 
@@ -350,6 +356,6 @@ def stream_model(model, batch=None, size=None):
     else:
         g16 = parts["g16"](s16)
     heat, sides = parts["head"]([s4, s8, g16])
-    boxes, scores = DecodeBoxes(config.max_detections, h, w, name="decode_boxes")(heat, sides)
+    boxes, scores = DecodeBoxes(config.max_detections, h, w, name="decode_boxes", dtype="float32")(heat, sides)
     return keras.Model({"frame": frame, **state}, {"boxes": boxes, "scores": scores, **new_state},
                        name=f"{model.name}_stream")

@@ -36,16 +36,31 @@ def augmenter(config):
 
 
 def trainer_for(core, config):
-    """uint8 clips -> augmentation (training only) -> core model -> probabilities."""
-    frames = keras.Input((config.num_frames, config.image_size, config.image_size, 3),
-                         dtype="uint8", name="frames")
+    """uint8 clips -> augmentation (training only) -> core model -> probabilities. Under
+    `jit_compile` the augmentation runs in the input pipeline instead (`training_data`): XLA has
+    no kernel for its image warp (ImageProjectiveTransformV3)."""
+    shape = (config.num_frames, config.image_size, config.image_size, 3)
+    if config.jit_compile:
+        frames = keras.Input(shape, dtype="float32", name="frames")
+        return keras.Model(frames, core(frames)["probabilities"], name="trainer")
+    frames = keras.Input(shape, dtype="uint8", name="frames")
     probabilities = core(augmenter(config)(frames))["probabilities"]
     return keras.Model(frames, probabilities, name="trainer")
 
 
+def training_data(ds, config):
+    """(clips, labels) to fit on: augmented here under `jit_compile` (see `trainer_for`)."""
+    ds = supervised(ds)
+    if not config.jit_compile:
+        return ds
+    augment = augmenter(config)
+    return ds.map(lambda x, y: (augment(x, training=True), y))
+
+
 def compile_trainer(trainer, config, steps_per_epoch):
     trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch),
-                    loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+                    loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
+                    jit_compile=config.jit_compile)
 
 
 def trainer(model, config, steps_per_epoch):
@@ -99,13 +114,13 @@ def fit(job):
     if weights:
         log.info("class weights (class_weight=%s): %s", config.class_weight,
                  ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
-    callbacks = [*log_callbacks(job.out, job.resuming),
+    callbacks = [*log_callbacks(job.out, job.resuming, job.backup),
                  RunCheckpoint(job.out, core, monitor=config.monitor, best=best, average=average),
                  EarlyStop(config.monitor, config.patience, best, waited)]
     if average is not None:
         callbacks.insert(0, average)
     if initial_epoch < config.epochs:
-        wrapped.fit(supervised(job.train_ds), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
+        wrapped.fit(training_data(job.train_ds, config), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
                     epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose,
                     class_weight=weights)
 

@@ -270,7 +270,9 @@ def trainer(model, config, steps_per_epoch):
     """The compiled model that `fit` steps on: uint8 clips -> the model's maps, with the losses."""
     frames = keras.Input((config.num_frames, None, None, 3), dtype="uint8", name="frames")
     wrapped = keras.Model(frames, model(frames), name="trainer")
-    wrapped.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch, global_clipnorm=10.0), loss={"heatmap": HeatmapLoss(), "sides": BoxLoss(config.box_loss_weight)})
+    wrapped.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch, global_clipnorm=10.0),
+                    loss={"heatmap": HeatmapLoss(), "sides": BoxLoss(config.box_loss_weight)},
+                    jit_compile=config.jit_compile)
     return wrapped
 
 
@@ -301,7 +303,7 @@ def fit(job):
         wrapped = trainer(core, config, job.steps)
         initial_epoch, best, waited = 0, None, 0
     average = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if wrapped.optimizer.use_ema else None
-    callbacks = [ValidationAP(core, job.val_ds), *log_callbacks(job.out, job.resuming),
+    callbacks = [ValidationAP(core, job.val_ds), *log_callbacks(job.out, job.resuming, job.backup),
                  RunCheckpoint(job.out, core, monitor="val_ap50", best=best, average=average),
                  EarlyStop("val_ap50", config.patience, best, waited)]
     if average is not None:

@@ -1,4 +1,5 @@
 """What every task's fit shares: the job it is handed, checkpoints, logs and resuming."""
+import contextlib
 import csv
 import dataclasses
 import os
@@ -30,6 +31,7 @@ class Job:
     resuming: bool
     verbose: int
     train: Callable  # sora_tf.train.run.train, for tasks that train companion runs
+    backup: str = None  # multi-worker: where BackupAndRestore keeps this worker's state
 
 
 @dataclasses.dataclass
@@ -188,7 +190,34 @@ class EarlyStop(keras.callbacks.EarlyStopping):
             self.best, self.wait = best, waited
 
 
-def log_callbacks(out, resuming):
-    """history.csv (appended to on resume) and TensorBoard under the run."""
-    return [keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming),
-            keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False)]
+def log_callbacks(out, resuming, backup=None):
+    """history.csv (appended to on resume) and TensorBoard under the run; with `backup` (a
+    multi-worker run, `distribute.py`), the workers' moving statistics averaged each epoch and a
+    keras.callbacks.BackupAndRestore there."""
+    restoring = bool(backup) and os.path.isdir(backup)  # a restarted worker: history goes on
+    callbacks = [keras.callbacks.CSVLogger(os.path.join(out, "history.csv"), append=resuming or restoring),
+                 keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False)]
+    if not backup:
+        return callbacks
+    from sora_tf.train.distribute import moving_statistics_sync
+    return [moving_statistics_sync()] + callbacks + [keras.callbacks.BackupAndRestore(backup)]
+
+
+def mixed_policy():
+    """The 16-bit policy for this machine: mixed_float16 on a GPU, mixed_bfloat16 on a CPU."""
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def computing(config):
+    """The Keras dtype policy of a run for the models built inside: `mixed_policy()` when
+    `config.mixed_precision`, else float32; the previous policy is restored after."""
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(mixed_policy() if getattr(config, "mixed_precision", False)
+                                            else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(before)

@@ -33,45 +33,39 @@ def trainer(model, config, steps_per_epoch):
 def fit(job):
     """Train the companions (`_train_companions`), then fit() the model; best.keras at best
     val_psnr, then its prior fitted to the training clips. Under `mixed_precision=true` the
-    layers compute in float16 (outputs and losses in float32)."""
+    layers compute in 16 bits (outputs and losses in float32)."""
     config, out = job.config, job.out
     # First, as the GAN starts from the vae_only twin's warm-up epochs.
     _train_companions(job)
-    policy = keras.mixed_precision.global_policy().name
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        if job.resuming:
-            model, initial_epoch, best, _ = resume(out)
-        else:
-            model = job.module.build(config)
-            initial_epoch, best = 0, None
-            if config.gan and config.gan_warmup:
-                warm = os.path.join(out, "vae_only", f"epoch{config.gan_warmup}.keras")
-                vae = load_checkpoint(warm)
-                model.encoder.set_weights(vae.encoder.get_weights())
-                model.decoder.set_weights(vae.decoder.get_weights())
-                initial_epoch = config.gan_warmup
-                log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
-                # The discriminator's generated clips are drawn from the prior that sampling uses.
-                fit_prior(model, supervised(job.train_ds.take(job.steps)))
-            model.compile(decay_steps=(config.epochs - initial_epoch) * job.steps)
-        callbacks = [keras.callbacks.TerminateOnNaN(), *log_callbacks(out, job.resuming),
-                     RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False)]
-        if config.snapshot_epoch:
-            callbacks.append(SaveAfter(config.snapshot_epoch, os.path.join(out, f"epoch{config.snapshot_epoch}.keras")))
-        if initial_epoch < config.epochs:
-            model.fit(supervised(job.train_ds), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
-                      epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
-        if model.stop_training:
-            raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
-        best_path = os.path.join(out, "best.keras")
-        best_model = load_checkpoint(best_path)
-        fit_prior(best_model, supervised(job.train_ds.take(job.steps)))
-        atomic_write(best_path, best_model.save)
-        log.info("sampling prior saved: %s", best_path)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    if job.resuming:
+        model, initial_epoch, best, _ = resume(out)
+    else:
+        model = job.module.build(config)
+        initial_epoch, best = 0, None
+        if config.gan and config.gan_warmup:
+            warm = os.path.join(out, "vae_only", f"epoch{config.gan_warmup}.keras")
+            vae = load_checkpoint(warm)
+            model.encoder.set_weights(vae.encoder.get_weights())
+            model.decoder.set_weights(vae.decoder.get_weights())
+            initial_epoch = config.gan_warmup
+            log.info("encoder and decoder from %s; the discriminator joins at epoch %d", warm, initial_epoch + 1)
+            # The discriminator's generated clips are drawn from the prior that sampling uses.
+            fit_prior(model, supervised(job.train_ds.take(job.steps)))
+        model.compile(decay_steps=(config.epochs - initial_epoch) * job.steps)
+    callbacks = [keras.callbacks.TerminateOnNaN(), *log_callbacks(out, job.resuming, job.backup),
+                 RunCheckpoint(out, model, monitor="val_psnr", best=best, save_trainer=False)]
+    if config.snapshot_epoch:
+        callbacks.append(SaveAfter(config.snapshot_epoch, os.path.join(out, f"epoch{config.snapshot_epoch}.keras")))
+    if initial_epoch < config.epochs:
+        model.fit(supervised(job.train_ds), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
+                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose)
+    if model.stop_training:
+        raise FloatingPointError(f"{out}: training stopped on a NaN loss; see history.csv")
+    best_path = os.path.join(out, "best.keras")
+    best_model = load_checkpoint(best_path)
+    fit_prior(best_model, supervised(job.train_ds.take(job.steps)))
+    atomic_write(best_path, best_model.save)
+    log.info("sampling prior saved: %s", best_path)
 
 
 def fit_prior(model, dataset, limit=4096):

@@ -5,13 +5,17 @@ import logging
 import os
 import sys
 
+import shutil
+
 import keras
+import tensorflow as tf
 
 from sora_tf import models, train as tasks
 from sora_tf.atomic import save_json
 from sora_tf.config import from_dict, override
 from sora_tf.runs import default_run_dir, load_json
-from sora_tf.train.fitting import Job
+from sora_tf.train import distribute
+from sora_tf.train.fitting import Job, computing
 
 log = logging.getLogger("sora_tf.train")
 
@@ -36,14 +40,21 @@ def _saved_config(module, path):
 
 
 def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
-          resume=False, strict=False, verbose=None):
-    """Train `model_name` through its task's `fit`; returns the run directory."""
+          resume=False, strict=False, verbose=None, strategy="default"):
+    """Train `model_name` through its task's `fit` under the tf.distribute `strategy` (see
+    `distribute.py`); returns the run directory, or None on a worker other than the chief."""
+    dist = distribute.strategy_for(strategy)  # first: multi-worker collectives are set up at start
     module = models.get(model_name)
     task = tasks.task(model_name)
     if resume and out is None:
         out = newest_run(model_name)
         log.info("--resume without --out: the newest run of %s, %s", model_name, out)
     out = out or default_run_dir(model_name)
+    multiworker = isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy)
+    if multiworker and not distribute.is_chief():
+        chief_out, out = out, distribute.scratch_dir(out)
+        log.info("worker %s: the chief writes %s; this worker writes %s, removed at the end", 
+                 distribute.cluster()[1:], chief_out, out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out}: a file is there; a run is a folder")
     resuming = resume and os.path.isfile(os.path.join(out, "last.keras"))
@@ -76,15 +87,23 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
     if not resuming:
         save_json(os.path.join(out, "run.json"), {"model": model_name, "data": os.path.abspath(data)})
     keras.utils.set_random_seed(config.seed)
-    prepared = task.prepare(config, data, out, resuming, first_epoch, strict)
-    config = prepared.config
+    replicas = dist.num_replicas_in_sync
+    # The data is batched by the global batch: the config's batch_size per replica, times replicas.
+    prepared = task.prepare(dataclasses.replace(config, batch_size=config.batch_size * replicas), data, out,
+                            resuming, first_epoch, strict)
+    config = dataclasses.replace(prepared.config, batch_size=config.batch_size)
+    train_ds, val_ds = prepared.train_ds, prepared.val_ds
+    if multiworker:
+        train_ds, val_ds = (distribute.sharded(ds, data) for ds in (train_ds, val_ds))
     save_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     save_json(os.path.join(out, "classes.json"), prepared.classes)
-    task.fit(Job(module=module, model_name=model_name, config=config, out=out, data=data, preset=preset,
-                 strict=strict, train_ds=prepared.train_ds, val_ds=prepared.val_ds, steps=prepared.steps,
-                 train_labels=prepared.train_labels,
-                 resuming=resuming, verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
-                 train=train))
+    # The dtype policy of the models the task builds (mixed_precision), under the strategy.
+    with computing(config), dist.scope(), distribute.worker_errors(out if multiworker else None):
+        task.fit(Job(module=module, model_name=model_name, config=config, out=out, data=data, preset=preset,
+                     strict=strict, train_ds=train_ds, val_ds=val_ds, steps=prepared.steps,
+                     train_labels=prepared.train_labels,
+                     resuming=resuming, verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+                     train=train, backup=os.path.join(out, "backup") if multiworker else None))
     state = os.path.join(out, "state.json")
     if os.path.isfile(state):
         save_json(state, {**load_json(state), "finished": True})
@@ -92,4 +111,12 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
     save_json(os.path.join(out, "data_report.json"), report)
     if report.get("skipped"):
         log.warning("%d file(s) skipped; see %s", report["skipped"], os.path.join(out, "data_report.json"))
+    if multiworker:
+        from sora_tf.runs import load_checkpoint
+        _, task_type, index = distribute.cluster()
+        log.info("worker %s%d: weights %s", task_type, index,
+                 distribute.weights_digest(load_checkpoint(os.path.join(out, "last.keras"))))
+        if not distribute.is_chief():
+            shutil.rmtree(out, ignore_errors=True)
+            return None
     return out

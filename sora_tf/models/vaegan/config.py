@@ -78,7 +78,10 @@ class Config:
     fps: float = 0.0
     patience: int = 10
     cache_mb: int = 2048
+    # Compute in 16-bit floats (mixed_float16 on a GPU, mixed_bfloat16 on a CPU; weights, softmax
+    # and losses stay float32; exports are float32) and compile the training step with XLA.
     mixed_precision: bool = False
+    jit_compile: bool = False
     # Evaluation: a classifier trained on the same data judges samples (Frechet distance in its
     # embedding space, class accuracy). judge_run empty: train a `judge_model` into judge/.
     judge_run: str = ""

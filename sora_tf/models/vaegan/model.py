@@ -116,7 +116,7 @@ class SoraVaeGan(LatentPrior, keras.Model):
     def compile(self, decay_steps=None, **kwargs):
         """Adam for the VAE and for the discriminator, with cosine decay over `decay_steps` when
         given (to 5%); loss-scaled under mixed_float16."""
-        super().compile(**kwargs)
+        super().compile(**{"jit_compile": self.config.jit_compile, **kwargs})
         c = self.config
         self.decay_steps = decay_steps
 
