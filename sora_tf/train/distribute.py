@@ -140,6 +140,8 @@ def sharded(ds, data):
 
     from sora_tf.data.prepared import is_prepared
 
+    if not isinstance(ds, tf.data.Dataset):  # evaluated by a callback, not through fit (sora_det's frames)
+        return ds
     policy = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy.FILE if is_prepared(data) else policy.DATA

@@ -43,7 +43,10 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
           resume=False, strict=False, verbose=None, strategy="default"):
     """Train `model_name` through its task's `fit` under the tf.distribute `strategy` (see
     `distribute.py`); returns the run directory, or None on a worker other than the chief."""
-    dist = distribute.strategy_for(strategy)  # first: multi-worker collectives are set up at start
+    # A companion run trained inside another (the VAE-GAN's twin and judge) takes its strategy;
+    # otherwise the strategy comes first: multi-worker collectives are set up at program start.
+    nested = tf.distribute.has_strategy()
+    dist = tf.distribute.get_strategy() if nested else distribute.strategy_for(strategy)
     module = models.get(model_name)
     task = tasks.task(model_name)
     if resume and out is None:
@@ -51,7 +54,8 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
         log.info("--resume without --out: the newest run of %s, %s", model_name, out)
     out = out or default_run_dir(model_name)
     multiworker = isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy)
-    if multiworker and not distribute.is_chief():
+    lead = multiworker and not nested  # the run that owns this worker's folder (a companion's is inside it)
+    if lead and not distribute.is_chief():
         chief_out, out = out, distribute.scratch_dir(out)
         log.info("worker %s: the chief writes %s; this worker writes %s, removed at the end", 
                  distribute.cluster()[1:], chief_out, out)
@@ -111,7 +115,7 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
     save_json(os.path.join(out, "data_report.json"), report)
     if report.get("skipped"):
         log.warning("%d file(s) skipped; see %s", report["skipped"], os.path.join(out, "data_report.json"))
-    if multiworker:
+    if lead:
         from sora_tf.runs import load_checkpoint
         _, task_type, index = distribute.cluster()
         log.info("worker %s%d: weights %s", task_type, index,
