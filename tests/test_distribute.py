@@ -134,6 +134,10 @@ def test_the_strategy_follows_tf_config(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["127.0.0.1:3"]},
                                                 "task": {"type": "worker", "index": 0}}))
     assert not distribute.is_chief()  # with a chief, worker 0 is not it
+    frames = object()  # sora_det's validation frames: evaluated by a callback, left as they are
+    assert distribute.sharded(frames, "data") is frames
+    options = distribute.sharded(tf.data.Dataset.range(4), "no/such/prepared").options()
+    assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG is not a cluster spec"):
         distribute.cluster()
