@@ -57,8 +57,8 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
     lead = multiworker and not nested  # the run that owns this worker's folder (a companion's is inside it)
     if lead and not distribute.is_chief():
         chief_out, out = out, distribute.scratch_dir(out)
-        log.info("worker %s: the chief writes %s; this worker writes %s, removed at the end", 
-                 distribute.cluster()[1:], chief_out, out)
+        log.info("worker %s%d: the chief writes %s; this worker writes %s, removed at the end",
+                 *distribute.cluster()[1:], chief_out, out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out}: a file is there; a run is a folder")
     resuming = resume and os.path.isfile(os.path.join(out, "last.keras"))
