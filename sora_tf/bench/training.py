@@ -43,7 +43,7 @@ def bench_train_step(data, steps=20):
     return rows
 
 
-def bench_precision(steps=20, rounds=3):
+def bench_precision(steps=5, rounds=8):
     """sora_cls default training step on one in-memory batch (no input cost): float32 (the
     baseline), `mixed_precision` (mixed_bfloat16 on a CPU, mixed_float16 on a GPU) and
     `jit_compile` (XLA; the augmentation then runs in tf.data, outside the timed step), each
