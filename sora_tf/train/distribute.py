@@ -53,6 +53,7 @@ def strategy_for(name):
             implementation=tf.distribute.experimental.CommunicationImplementation.RING)
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if name == "mirrored":
+        _keras_multiworker_fixes()  # the first-batch build fails across GPUs alike (not run here: no GPUs)
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 
