@@ -144,7 +144,9 @@ def test_the_strategy_follows_tf_config(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["sora_cls", "sora_det"])  # sora_vaegan: by hand (a minute; docs/distribute.md)
+# sora_det and sora_vaegan: by hand (docs/distribute.md), for CI time; sora_det's float32 heads
+# and box decoding are what mixed precision needed there.
+@pytest.mark.parametrize("model", ["sora_cls"])
 def test_every_model_trains_in_mixed_precision_with_xla_and_exports_float32(model, tmp_path):
     import keras
 

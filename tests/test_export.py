@@ -355,7 +355,8 @@ def test_a_backbone_run_exports_everything_with_parity(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "efficientnet_b0"])
+# mobilenet_v3_large passes too (by hand, docs/sora_cls.md); left out for CI time.
+@pytest.mark.parametrize("backbone", ["efficientnet_b0"])
 def test_the_other_backbones_stream_in_tflite(backbone, tmp_path):
     """The streaming float32 file of each other backbone (random weights) equals Keras: the
     conversion is where EfficientNet's swish once lost the signature. (Their int8 files, and
