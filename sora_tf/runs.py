@@ -95,8 +95,8 @@ def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
 
 def load_clips(listing, config, limit=None):
     """(uint8 clips [N, T, S, S, 3], labels) with eval sampling; `limit` spreads over the list."""
-    if limit and len(listing.paths) > limit:
-        listing = listing.subset(np.linspace(0, len(listing.paths) - 1, limit).round().astype(int).tolist())
+    if limit:
+        listing = listing.spread(limit)
     ds = dataset_for(listing, clip_len=config.num_frames, size=(config.image_size,) * 2,
                      training=False, batch_size=16, strides=listing.strides(config.fps))
     clips, labels = [], []

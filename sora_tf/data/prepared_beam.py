@@ -17,7 +17,7 @@ import os
 
 from sora_tf.atomic import atomic_dir, check_replaceable
 from sora_tf.data.prepared import FORMAT, MANIFEST, _encode, _example
-from sora_tf.data.sources import list_items
+from sora_tf.data.sources import _probe, clip_group, list_items
 
 log = logging.getLogger("sora_tf.data")
 
@@ -39,13 +39,12 @@ class EncodeClip:
     def __call__(self, element):
         from apache_beam import pvalue
 
-        from sora_tf.data.video import VideoError, probe
+        from sora_tf.data.video import VideoError
 
         place, path = element
-        try:
-            count, fps = probe(path)
-        except VideoError as e:
-            yield pvalue.TaggedOutput("skipped", (place, path, str(e).removeprefix(f"{path}: ")))
+        count, fps, reason = _probe(path)  # the reason a listing gives
+        if reason is not None:
+            yield pvalue.TaggedOutput("skipped", (place, path, reason))
             return
         try:
             jpegs = _encode(path, count, self.size, self.quality)
@@ -76,14 +75,13 @@ def prepare_beam(source, out, size=128, shard_clips=64, quality=90, beam_args=()
 
     def manifest(_, kept, skipped, folder):
         clips = [{"path": items[p][0], "label": items[p][1], "count": count, "fps": fps,
-                  "group": (items[p][2] or f"clip:{items[p][0]}") if grouped else None}
+                  "group": clip_group(items[p][0], items[p][2]) if grouped else None}
                  for p, count, fps in sorted(kept)]
         text = json.dumps({"format": FORMAT, "classes": classes, "size": size, "quality": quality,
                            "shards": names, "clips": clips,
                            "skipped": [{"path": path, "reason": r} for _, path, r in sorted(skipped)]}, indent=1)
         with FileSystems.create(os.path.join(folder, MANIFEST)) as f:
             f.write(text.encode())
-        return len(clips), len(skipped)
 
     with atomic_dir(out) as tmp:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:

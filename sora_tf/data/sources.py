@@ -14,6 +14,8 @@ import dataclasses
 import logging
 import os
 import re
+
+import numpy as np
 from concurrent.futures import ThreadPoolExecutor
 
 from sora_tf.data.prepared import is_prepared, load_manifest
@@ -68,6 +70,11 @@ class Listing:
             self.prepared, [self.records[i] for i in indices] if self.records else None,
             [self.splits[i] for i in indices] if self.splits else None,
         )
+
+    def spread(self, limit):
+        """Up to `limit` of the clips, spread evenly over the listing (all when it has no more)."""
+        n = len(self.paths)
+        return self.subset(np.linspace(0, n - 1, min(limit, n)).round().astype(int).tolist())
 
 
 def _from_folder(root):
@@ -196,6 +203,11 @@ def _from_prepared(root):
                    os.path.abspath(root), list(range(len(clips))))
 
 
+def clip_group(path, group):
+    """The group of a clip in grouped data: its own, or, when it has none, a group of its own."""
+    return group if group not in (None, "") else f"clip:{path}"
+
+
 def _probe(path):
     try:
         return (*probe(path), None)
@@ -245,7 +257,7 @@ def list_clips(source, strict=False, workers=None, known=()):
             listing.counts.append(count)
             listing.fps.append(fps)
             if grouped:
-                listing.groups.append(group if group not in (None, "") else f"clip:{path}")
+                listing.groups.append(clip_group(path, group))
             continue
         if strict:
             raise VideoError(f"{path}: {reason}")

@@ -25,7 +25,7 @@ from sora_tf.atomic import save_json
 from sora_tf.data.pipeline import DecodeFailures
 from sora_tf.embedding import index as vector_index
 from sora_tf.embedding.embedders import BASELINES, UNTRAINED, load_embedder
-from sora_tf.embedding.store import copies, copy_threshold, embed_listing
+from sora_tf.embedding.store import copies, copy_threshold, distinct_pairs, embed_listing
 from sora_tf.embedding.uses import knn_scores
 from sora_tf.runs import load_json, source_listing, split_part
 
@@ -55,8 +55,7 @@ def source_recall(vectors, groups, queries, k):
 
 
 def _pairs(vectors, groups):
-    a, b = np.triu_indices(len(vectors), 1)
-    sims = np.einsum("ij,ij->i", vectors[a], vectors[b])
+    sims, a, b = distinct_pairs(vectors)
     return sims, np.asarray(groups)[a] == np.asarray(groups)[b]
 
 
@@ -85,8 +84,7 @@ def copy_figures(vectors, originals, copied, queries, threshold):
     queries at or above it (false duplicates)."""
     nearest = np.argmax(copied @ vectors.T, axis=1)
     sims = np.einsum("ij,ij->i", copied, vectors[originals])
-    a, b = np.triu_indices(len(queries), 1)
-    others = np.einsum("ij,ij->i", vectors[queries[a]], vectors[queries[b]])
+    others, _, _ = distinct_pairs(vectors[queries])
     return {"recall_at_1": float((nearest == np.asarray(originals)).mean()), "copies": len(originals),
             "similarity_median": float(np.median(sims)), "calibrated_threshold": threshold,
             "copies_at_or_above": float((sims >= threshold).mean()),
@@ -97,10 +95,8 @@ def measure(run_dir, part="val", k=5, normal=None, baselines=("untrained",) + BA
             extra=(), out="retrieval.json"):
     """RUN/`out` (see the module's docstring); returns it. `extra`: more embedders (objects) to
     measure beside the others, for probes."""
-    from sora_tf.runs import load_run
-
     info = load_json(os.path.join(run_dir, "run.json"), needs=("model", "data"))
-    model, config, classes, _ = load_run(run_dir)
+    classes = load_json(os.path.join(run_dir, "classes.json"))
     if normal is not None and (not normal or set(normal) - set(classes)):
         raise ValueError(f"--normal {normal}: give classes of the run, among {classes}")
     trained = load_embedder(run_dir)
@@ -120,11 +116,8 @@ def measure(run_dir, part="val", k=5, normal=None, baselines=("untrained",) + BA
     where = {p: i for i, p in enumerate(paths)}
     copied, copied_paths = embed_listing(embedders, held.subset([i for i, p in enumerate(held.paths) if p in where]),
                                          transform=copies)
-    sample = [p for p in train.paths if p in where]
-    sample = [sample[i] for i in np.linspace(0, len(sample) - 1, min(32, len(sample))).round().astype(int)]
-    in_train = {p: i for i, p in enumerate(train.paths)}
-    calibration, calibration_paths = embed_listing(embedders, train.subset([in_train[p] for p in sample]),
-                                                   transform=copies)
+    calibration, calibration_paths = embed_listing(
+        embedders, train.subset([i for i, p in enumerate(train.paths) if p in where]).spread(32), transform=copies)
     labels = np.asarray(both.labels)[rows]
     groups = np.asarray(both.groups)[rows] if both.groups else None
     is_query = np.asarray([i >= len(train.paths) for i in rows])

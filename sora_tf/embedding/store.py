@@ -95,6 +95,12 @@ def copies(clips, crop=0.85, quality=40):
 COPY_RECALL = 0.95  # the duplicate threshold keeps this share of a collection's copies (`calibrate`)
 
 
+def distinct_pairs(vectors):
+    """(cosine similarities, i, j) of every pair of rows i < j of unit `vectors`."""
+    a, b = np.triu_indices(len(vectors), 1)
+    return (vectors @ vectors.T)[a, b], a, b
+
+
 def copy_threshold(similarities):
     """The similarity that COPY_RECALL of copies reach with their originals."""
     return float(np.quantile(similarities, 1 - COPY_RECALL))
@@ -108,13 +114,12 @@ def calibrate(embedder, listing, vectors, paths, sample=32):
     if len(paths) < 8:
         return {}
     at = {p: i for i, p in enumerate(listing.paths)}
-    chosen = sorted({paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).round().astype(int)})
-    copied, copied_paths = embed_listing([embedder], listing.subset([at[p] for p in chosen]), transform=copies)
+    copied, copied_paths = embed_listing([embedder], listing.subset([at[p] for p in paths]).spread(sample),
+                                         transform=copies)
     row = {p: i for i, p in enumerate(paths)}
     sims = np.einsum("ij,ij->i", copied[embedder.name], vectors[[row[p] for p in copied_paths]])
     threshold = copy_threshold(sims)
-    some = vectors[np.linspace(0, len(vectors) - 1, min(len(vectors), 2000)).round().astype(int)]
-    others = (some @ some.T)[np.triu_indices(len(some), 1)]
+    others, _, _ = distinct_pairs(vectors[np.linspace(0, len(vectors) - 1, min(len(vectors), 2000)).round().astype(int)])
     return {"duplicate_threshold": threshold, "calibration": {
         "copies": len(sims), "copy": "centre 85% crop, JPEG quality 40", "copy_similarity_median": float(np.median(sims)),
         "copy_recall": COPY_RECALL, "other_pairs_at_or_above": float((others >= threshold).mean())}}

@@ -17,20 +17,15 @@ def in_float32(model, model_name):
     weights in a float32 build of it: exports are float32, and TFLite quantises from there."""
     import dataclasses
 
-    import keras
-
     from sora_tf import models
+    from sora_tf.train.fitting import computing
 
     if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
         return model
-    before = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        config = dataclasses.replace(model.config, mixed_precision=False)
+    config = dataclasses.replace(model.config, mixed_precision=False)
+    with computing(config):  # float32
         copy = models.get(model_name).build(config)
-        copy.set_weights(model.get_weights())
-    finally:
-        keras.mixed_precision.set_global_policy(before)
+    copy.set_weights(model.get_weights())
     return copy
 
 

@@ -79,25 +79,28 @@ def anomaly_auroc(run_dir, data, embedders=(), k=5):
         result[f"auroc_{key}"] = auroc(values[is_normal], values[~is_normal])
     energy = motion_energy(clips)
     result["auroc_baseline_motion_energy"] = auroc(energy[is_normal], energy[~is_normal])
-    result["knn"] = knn_aurocs(run_dir, train_part, listing, is_normal, embedders, k)
+    result["knn"] = knn_aurocs(run_dir, train_part, listing, is_normal, embedders, k, model)
     save_json(os.path.join(run_dir, "anomaly.json"), result)
     return result
 
 
-def knn_aurocs(run_dir, normal_part, held, is_normal, embedders=(), k=5):
+def knn_aurocs(run_dir, normal_part, held, is_normal, embedders=(), k=5, model=None):
     """{embedder: AUROC} of the kNN anomaly score (`sora_tf.embedding.uses.knn_scores`): each held-out
     clip's distance to its k nearest clips of `normal_part` (the run's training clips), in the
-    space of the run's embedding, of each of `embedders`, and of the two no-training baselines;
-    one centred view per clip, as the run's own score sees it."""
-    from sora_tf.embedding.embedders import BASELINES, load_embedder
+    space of the run's embedding (`model`, the run's own, if already loaded), of each of
+    `embedders`, and of the two no-training baselines; one centred view per clip, as the run's
+    own score sees it. The run and the baselines share one decoding; each other embedder
+    samples its clips its own way."""
+    from sora_tf.embedding.embedders import BASELINES, ModelEmbedder, load_embedder
     from sora_tf.embedding.store import embed_listing
     from sora_tf.embedding.uses import knn_scores
 
-    own = load_embedder(run_dir)
+    own = load_embedder(run_dir) if model is None else ModelEmbedder(run_dir, model, model.config, run_dir)
     own.views = own.crops = 1
     result = {"k": k, "normal_collection": len(normal_part.paths)}
-    others = [load_embedder(name, like=own) for name in BASELINES] + [load_embedder(name) for name in embedders]
-    for group in ([own] + others[:len(BASELINES)], *[[e] for e in others[len(BASELINES):]]):
+    groups = [[own, *(load_embedder(name, like=own) for name in BASELINES)],
+              *([load_embedder(name)] for name in embedders)]
+    for group in groups:
         group[0].views = group[0].crops = 1
         normal, _ = embed_listing(group, normal_part)
         queries, paths = embed_listing(group, held)

@@ -20,7 +20,7 @@ from sora_tf import models, train as tasks
 from sora_tf.atomic import atomic_write, save_json, save_text
 from sora_tf.config import override
 from sora_tf.data.prepared import is_prepared
-from sora_tf.data.sources import list_clips
+from sora_tf.data.sources import clip_group, list_clips
 from sora_tf.data.split import grouped_split
 from sora_tf.runs import default_run_dir, load_json
 
@@ -34,7 +34,7 @@ def fold_parts(listing, folds, val_fraction, seed, name="data"):
     `val_fraction` of all clips drawn from the rest. Clips without a group are their own group."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    groups = listing.groups or [f"clip:{p}" for p in listing.paths]
+    groups = listing.groups or [clip_group(p, None) for p in listing.paths]
     labels = np.asarray(listing.labels)
     try:
         dealt = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, groups))
