@@ -40,6 +40,16 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_finished_ones(tiny_data
     assert first["summary"]["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
     assert first["summary"]["test_accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
     assert os.path.getsize(os.path.join(out, "cv.png")) > 0
+    with open(os.path.join(out, "cv_predictions.csv")) as f:  # every clip, tested once
+        assert len(f.readlines()) == 1 + first["clips"]
+    assert first["sources"] is None  # ranking within sources: two-class data only
+    # Every clip is tested once: the pooled confusion matrix counts each clip of each class once.
+    pooled = np.asarray(first["test_confusion"]["rows_true_cols_pred"])
+    assert pooled.sum() == first["clips"] and pooled.shape == (7, 7)
+    for f in folds:  # balanced accuracy is the mean recall of the classes in that fold
+        c = np.asarray(f["test_confusion"])
+        present = c.sum(1) > 0
+        assert f["test_balanced_accuracy"] == pytest.approx(np.mean(np.diag(c)[present] / c.sum(1)[present]))
     for k in (0, 1):  # each fold is an ordinary run whose held-out part is its fold
         with open(os.path.join(out, f"fold{k}", "split.json")) as f:
             assert len(json.load(f)["test"]) == folds[k]["test_clips"]
@@ -66,3 +76,26 @@ def test_cv_errors_name_the_problem(tiny_data, tmp_path):
             cross_validate(model, tiny_data, str(tmp_path / "b"), folds=2, preset="tiny")
     with pytest.raises(ValueError, match="cannot deal"):
         cross_validate("sora_cls", tiny_data, str(tmp_path / "c"), folds=50, preset="tiny")
+
+
+def test_pooled_predictions_separate_ranking_within_and_across_sources(tmp_path):
+    """Scores that order fight above noFight inside each source, but with source B's scores all
+    above source A's: perfect within a source, not across them."""
+    from sora_tf.train.classify import save_predictions
+    from sora_tf.train.cv import pooled_predictions
+
+    clips = {"a1": ("A", 0, 0.4), "a2": ("A", 1, 0.2), "b1": ("B", 0, 0.9), "b2": ("B", 1, 0.7), "c1": ("C", 0, 0.8)}
+    listing = Listing(paths=list(clips), labels=[c[1] for c in clips.values()], counts=[8] * 5,
+                      classes=["fight", "noFight"], skipped=[], groups=[c[0] for c in clips.values()])
+    for k, names in enumerate((["a1", "a2", "c1"], ["b1", "b2"])):
+        os.makedirs(tmp_path / f"fold{k}")
+        save_predictions(str(tmp_path / f"fold{k}" / "predictions_test.csv"), names,
+                         [clips[n][1] for n in names], [[clips[n][2], 1 - clips[n][2]] for n in names],
+                         listing.classes)
+    text, figures = pooled_predictions(str(tmp_path), 2, listing)
+    assert text.count("\n") == 6 and ",B," in text
+    assert figures["within_source_auroc"] == 1.0 and figures["within_source_pairs"] == 2
+    assert figures["sources_with_both_classes"] == 2
+    assert figures["auroc"] == pytest.approx(5 / 6)  # fights 0.4 0.9 0.8 against 0.2 0.7: 0.4 < 0.7
+    os.remove(tmp_path / "fold1" / "predictions_test.csv")
+    assert pooled_predictions(str(tmp_path), 2, listing) is None  # a fold from before: no figures

@@ -1,5 +1,6 @@
 """The run end to end on the tiny preset: artifacts, metrics, resume, eval determinism, CLI."""
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ def test_evaluate_writes_metrics_and_is_deterministic(tiny_run):
     assert multi["temporal_clips"] == 3 and multi["spatial_crops"] == 3
     assert 0 <= multi["accuracy"] <= 1 and sum(map(sum, multi["confusion_matrix"]["rows_true_cols_pred"])) == 7
     assert metrics["single_view"]["accuracy"] == metrics["accuracy"]
+    recalls = [c["recall"] for c in metrics["per_class"].values() if c["support"]]
+    assert metrics["balanced_accuracy"] == pytest.approx(np.mean(recalls))
     # the held-out test clips, beside validation: one a class, on no other side of the split
     split = json.load(open(os.path.join(tiny_run, "split.json")))
     parts = [set(split[k]) for k in ("train", "val", "test")]
@@ -141,6 +144,54 @@ def test_class_weights():
         == pytest.approx({0: 7 / 6, 1: 7 / 6, 2: 7 / 9})
 
 
+def test_source_weights_balance_classes_and_sources_within_them():
+    import tensorflow as tf
+    from sora_tf.models import sora_cls
+    from sora_tf.train import classify
+    from sora_tf.train.clips import source_weights
+
+    labels, groups = [0, 0, 0, 1, 1, 0], ["A", "A", "A", "A", "B", "B"]
+    weights = np.array(source_weights(labels, groups))
+    np.testing.assert_allclose(weights, [0.5, 0.5, 0.5, 1.5, 1.5, 1.5])  # A's three class-0 clips weigh as B's one
+    assert weights[:3].sum() + weights[5] == weights[3:5].sum()  # classes alike
+    assert classify.class_weights(sora_cls.Config(num_classes=2, class_weight="source"), labels) is None
+    # The stream's weights reach fit as (clips, labels, weights); a clip without one is an error.
+    config = sora_cls.Config.tiny()
+    x = np.zeros((2, config.num_frames, config.image_size, config.image_size, 3), np.uint8)
+    element = {"frames": x, "label": np.array([0, 1]), "weight": np.array([0.5, 1.5], np.float32)}
+    _, _, w = next(iter(classify.training_data(tf.data.Dataset.from_tensors(element), config)))
+    np.testing.assert_array_equal(w, [0.5, 1.5])
+    missing = tf.data.Dataset.from_tensors({**element, "weight": np.array([0.5, -1.0], np.float32)})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="without a class_weight=source weight"):
+        next(iter(classify.training_data(missing, config)))
+
+
+def test_mixup_blends_clips_and_labels_alike_and_trains():
+    import tensorflow as tf
+    from sora_tf.models import sora_cls
+    from sora_tf.train import classify
+
+    config = dataclasses.replace(sora_cls.Config.tiny(), num_classes=3, mixup=0.4, label_smoothing=0.1)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, config.num_frames, config.image_size, config.image_size, 3)).astype("uint8")
+    ds = tf.data.Dataset.from_tensors({"frames": x, "label": np.array([0, 1, 2, 1])}).repeat(2)
+    frames, labels = (np.asarray(t) for t in next(iter(classify.training_data(ds, config))))
+    assert frames.dtype == np.uint8 and labels.shape == (4, 3)
+    np.testing.assert_allclose(labels.sum(1), 1.0, rtol=1e-6)
+    w = labels[0, 0]  # clip 0 (class 0) is blended with clip 3 (class 1) with weight w
+    assert 0 < w < 1 and labels[0, 2] == 0
+    np.testing.assert_allclose(frames[0], w * x[0].astype(float) + (1 - w) * x[3], atol=0.5 + 1e-3)
+    assert not np.allclose(labels[:, 0], labels[0, 0])  # one weight per clip, not per batch
+    # Validation keeps whole labels (one-hot, no smoothing); the soft loss fits on both.
+    _, val = next(iter(classify.labelled(ds, config)))
+    np.testing.assert_array_equal(val, np.eye(3)[[0, 1, 2, 1]])
+    model = sora_cls.build(config)
+    trainer = classify.trainer(model, config, 1)
+    history = trainer.fit(classify.training_data(ds, config), validation_data=classify.labelled(ds, config),
+                          epochs=1, verbose=0).history
+    assert {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(history) and np.isfinite(history["loss"][0])
+
+
 def test_predict_samples_clips_as_evaluation_does(tiny_data, tmp_path):
     """A run trained at 100 frames per second (above the videos' own rate: T consecutive frames):
     evaluation takes its clip at that rate, and so does predict."""
@@ -228,8 +279,10 @@ def test_corrupt_files_skipped_and_counted_in_run(tiny_data, tmp_path):
                  "--epochs", "1", "--strict"]) == 2
 
 
-def test_cli_errors_and_help(tmp_path, capsys):
+def test_cli_errors_and_help(tiny_data, tmp_path, capsys):
     runs = str(tmp_path / "runs" / "typo")
+    assert main(["train", "--data", tiny_data, "--preset", "tiny", "--out", runs + "-source", "--set", "class_weight=source"]) == 2
+    assert "class_weight=source needs groups" in capsys.readouterr().err  # the tiny data has no sources
     assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny", "--out", runs]) == 2
     assert "missing" in capsys.readouterr().err
     assert not os.path.exists(runs)  # no empty run folder left behind

@@ -3,6 +3,8 @@ and evaluation (single- and multi-view accuracy, macro-F1, confusion matrix, plo
 
 Shared by every model whose call returns {"probabilities", "embedding"} from uint8 clips.
 """
+import csv
+import io
 import logging
 import os
 
@@ -10,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sora_tf.atomic import save_json
+from sora_tf.atomic import save_json, save_text
 from sora_tf.data.augment import ClipAugment
 from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sampling import crop_views
@@ -48,18 +50,67 @@ def trainer_for(core, config):
     return keras.Model(frames, probabilities, name="trainer")
 
 
+def soft_labels(config):
+    """Whether the loss takes class distributions (label smoothing or mixup) instead of indices."""
+    return getattr(config, "label_smoothing", 0.0) > 0 or getattr(config, "mixup", 0.0) > 0
+
+
 def training_data(ds, config):
-    """(clips, labels) to fit on: augmented here under `jit_compile` (see `trainer_for`)."""
-    ds = supervised(ds)
+    """(clips, labels) to fit on: mixed by `mixup`, and augmented here under `jit_compile` (see
+    `trainer_for`)."""
+    ds = labelled(ds, config)
+    if getattr(config, "mixup", 0.0) > 0:
+        if len(ds.element_spec) == 3:
+            raise ValueError("mixup blends clips of different weights: use it without class_weight=source")
+        ds = ds.map(mixer(config))
     if not config.jit_compile:
         return ds
     augment = augmenter(config)
-    return ds.map(lambda x, y: (augment(x, training=True), y))
+    return ds.map(lambda x, *rest: (augment(x, training=True), *rest))
+
+
+def labelled(ds, config):
+    """(clips, labels[, weights]): class indices, or one-hot rows when the loss takes
+    distributions; with the per-clip weights of class_weight=source when the stream has them."""
+    weighted = "weight" in ds.element_spec
+    if weighted:
+        ds = ds.map(lambda e: (e["frames"], e["label"], _checked_weight(e)))
+    else:
+        ds = supervised(ds)
+    if not soft_labels(config):
+        return ds
+    return ds.map(lambda x, y, *w: (x, tf.one_hot(y, config.num_classes), *w))
+
+
+def _checked_weight(element):
+    tf.debugging.assert_non_negative(element["weight"], message="a training clip without a class_weight=source weight")
+    return element["weight"]
+
+
+def mixer(config):
+    """Mixup over whole clips: each clip of a batch is blended with the batch's reversed order,
+    frames and labels alike, with a weight drawn from Beta(mixup, mixup) per clip. A blend of
+    two clips' frames has the blend of their frame differences, so motion mixes as the pixels do."""
+    alpha = float(config.mixup)
+    generator = tf.random.Generator.from_seed(config.seed + 7)
+
+    def mix(x, y):
+        n = (tf.shape(x)[0],)
+        g1, g2 = (tf.random.stateless_gamma(n, generator.make_seeds(1)[:, 0], alpha) for _ in range(2))
+        w = g1 / (g1 + g2)  # ~ Beta(alpha, alpha)
+        frames = tf.cast(x, tf.float32)
+        mixed = w[:, None, None, None, None] * frames + (1 - w[:, None, None, None, None]) * tf.reverse(frames, [0])
+        return tf.cast(tf.round(mixed), x.dtype), w[:, None] * y + (1 - w[:, None]) * tf.reverse(y, [0])
+    return mix
 
 
 def compile_trainer(trainer, config, steps_per_epoch):
-    trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch),
-                    loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
+    if soft_labels(config):
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=getattr(config, "label_smoothing", 0.0))
+        metric = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, metric = keras.losses.SparseCategoricalCrossentropy(), "accuracy"
+    trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch), loss=loss, metrics=[metric],
                     jit_compile=config.jit_compile)
 
 
@@ -120,7 +171,7 @@ def fit(job):
     if average is not None:
         callbacks.insert(0, average)
     if initial_epoch < config.epochs:
-        wrapped.fit(training_data(job.train_ds, config), steps_per_epoch=job.steps, validation_data=supervised(job.val_ds),
+        wrapped.fit(training_data(job.train_ds, config), steps_per_epoch=job.steps, validation_data=labelled(job.val_ds, config),
                     epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose,
                     class_weight=weights)
 
@@ -150,20 +201,24 @@ def predict_views(model, ds, crops):
 def class_weights(config, labels):
     """{class index: weight} for the loss, from the training clips' `labels`, or None.
     `balanced`: each class weighs n / (k n_c), so every class counts alike; `auto`: balanced
-    when the largest class has more than 1.5 times the clips of the smallest; `none`: off."""
+    when the largest class has more than 1.5 times the clips of the smallest; `none`: off;
+    `source`: None here, the stream carries per-clip weights (`clips.source_weights`)."""
     counts = np.bincount(np.asarray(labels, int), minlength=config.num_classes)
     present = counts[counts > 0]
-    if config.class_weight == "none" or (config.class_weight == "auto" and present.max() <= 1.5 * present.min()):
+    if config.class_weight in ("none", "source") or (config.class_weight == "auto" and present.max() <= 1.5 * present.min()):
         return None
     return {k: float(counts.sum() / (len(present) * c)) if c else 0.0 for k, c in enumerate(counts)}
 
 
-def _measure(model, config, listing, classes, failures):
-    """Classification metrics of `listing`'s clips: single view, and multi-view beside it."""
+def _measure(model, config, listing, classes, failures, predictions=None):
+    """Classification metrics of `listing`'s clips: single view, and multi-view beside it; each
+    clip's single-view prediction goes to the CSV file `predictions` when given."""
     common = dict(clip_len=config.num_frames, size=(config.image_size,) * 2, training=False,
                   batch_size=config.batch_size, strides=listing.strides(config.fps), failures=failures)
-    labels, probs, _ = predict_dataset(model, dataset_for(listing, **common))
+    labels, probs, paths = predict_dataset(model, dataset_for(listing, **common))
     metrics = classification_metrics(labels, probs, classes)
+    if predictions:
+        save_predictions(predictions, paths, labels, probs, classes)
     labels, probs = predict_views(model, dataset_for(listing, views=config.eval_views, **common), config.eval_crops)
     full = classification_metrics(labels, probs, classes)
     metrics["single_view"] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
@@ -171,6 +226,16 @@ def _measure(model, config, listing, classes, failures):
                              "temporal_clips": config.eval_views, "spatial_crops": config.eval_crops,
                              "confusion_matrix": full["confusion_matrix"]}
     return metrics
+
+
+def save_predictions(path, paths, labels, probs, classes):
+    """One row a clip: path, true and predicted class, and each class's probability."""
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["path", "label", "predicted", *(f"p_{c}" for c in classes)])
+    for clip, label, p in zip(paths, labels, probs):
+        writer.writerow([clip, classes[label], classes[int(np.argmax(p))], *(f"{v:.6f}" for v in p)])
+    save_text(path, rows.getvalue())
 
 
 def evaluate(run_dir, data=None, strict=False):
@@ -186,7 +251,8 @@ def evaluate(run_dir, data=None, strict=False):
         metrics = {**_measure(model, config, val, classes, failures), "split": "validation"}
         test = split_part(run_dir, listing, "test", info["data"])
         if test is not None:
-            metrics["test"] = _measure(model, config, test, classes, failures)
+            metrics["test"] = _measure(model, config, test, classes, failures,
+                                       predictions=os.path.join(run_dir, "predictions_test.csv"))
             plot_confusion(metrics["test"], os.path.join(run_dir, "confusion_matrix_test.png"))
         weights = class_weights(config, split_part(run_dir, listing, "train", info["data"]).labels)
         metrics["class_weight"] = {"setting": config.class_weight,

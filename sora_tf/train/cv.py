@@ -68,11 +68,20 @@ def _summary(values):
             "min": float(values.min()), "max": float(values.max())}
 
 
+def _balanced(confusion):
+    """Mean recall over the classes present, from a confusion matrix (rows true)."""
+    confusion = np.asarray(confusion)
+    support = confusion.sum(1)
+    return float((np.diag(confusion)[support > 0] / support[support > 0]).mean())
+
+
 def _fold_result(fold, run, metrics, part):
     test = metrics["test"]
     return {"fold": fold, "run": run, "train_clips": len(part[0]), "val_clips": len(part[1]),
             "test_clips": test["num_clips"], "val_accuracy": metrics["accuracy"],
             "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
+            "test_balanced_accuracy": _balanced(test["confusion_matrix"]["rows_true_cols_pred"]),
+            "test_confusion": test["confusion_matrix"]["rows_true_cols_pred"],
             "test_multi_view_accuracy": test["multi_view"]["accuracy"]}
 
 
@@ -155,13 +164,62 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
         results.append(_fold_result(k, run, metrics, part))
         log.info("fold %d/%d: test accuracy %.4f (multi-view %.4f)", k + 1, folds,
                  results[-1]["test_accuracy"], results[-1]["test_multi_view_accuracy"])
-    keys = ("test_accuracy", "test_multi_view_accuracy", "test_macro_f1", "val_accuracy")
+    keys = ("test_accuracy", "test_balanced_accuracy", "test_multi_view_accuracy", "test_macro_f1", "val_accuracy")
+    confusion = np.sum([f["test_confusion"] for f in results], axis=0)
     result = {**plan, "clips": len(listing.paths), "groups": len(set(listing.groups)) if listing.groups else None,
               "skipped": len(listing.skipped), "per_fold": results,
-              "summary": {key: _summary([f[key] for f in results]) for key in keys}}
+              "summary": {key: _summary([f[key] for f in results]) for key in keys},
+              # Every clip is tested once, so the folds' confusion matrices add up to one of all clips.
+              "test_confusion": {"labels": metrics["test"]["confusion_matrix"]["labels"],
+                                 "rows_true_cols_pred": confusion.tolist(),
+                                 "recall": (np.diag(confusion) / np.maximum(confusion.sum(1), 1)).tolist()}}
+    pooled = pooled_predictions(out, folds, listing)
+    if pooled is not None:
+        save_text(os.path.join(out, "cv_predictions.csv"), pooled[0])
+        result["sources"] = pooled[1]
     save_json(os.path.join(out, "cv.json"), result)
     plot_folds(result, os.path.join(out, "cv.png"))
     return result
+
+
+def pooled_predictions(out, folds, listing):
+    """(CSV text, figures) of every clip's test prediction over the folds, with its group; None
+    when a fold run has no predictions_test.csv (written by evaluate since 2026-12-06).
+
+    For two classes, the figures separate how well the score ranks clips within one source from
+    how well it ranks them across sources (ROC AUC over all clips, and over the pairs of a
+    positive and a negative clip of the same source): a model that judges the scene rather than
+    the event ranks well within a source and worse across them."""
+    from sklearn.metrics import roc_auc_score
+
+    group_of = dict(zip(listing.paths, listing.groups or [clip_group(p, None) for p in listing.paths]))
+    rows = []
+    for k in range(folds):
+        path = os.path.join(out, f"fold{k}", "predictions_test.csv")
+        if not os.path.isfile(path):
+            return None
+        with open(path, newline="") as f:
+            rows += [{"fold": k, "group": group_of.get(r["path"], ""), **r} for r in csv.DictReader(f)]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["fold"])
+    writer.writeheader()
+    writer.writerows(rows)
+    classes = [c[2:] for c in rows[0] if c.startswith("p_")] if rows else []
+    if len(classes) != 2:
+        return text.getvalue(), None
+    positive = classes[0]  # the first class's probability is the score
+    y = np.array([r["label"] == positive for r in rows])
+    score = np.array([float(r[f"p_{positive}"]) for r in rows])
+    groups = np.array([r["group"] for r in rows])
+    right = pairs = 0.0
+    for g in set(groups):
+        pos, neg = score[(groups == g) & y], score[(groups == g) & ~y]
+        right += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        pairs += pos.size * neg.size
+    figures = {"score": f"p_{positive}", "auroc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None,
+               "within_source_auroc": float(right / pairs) if pairs else None, "within_source_pairs": int(pairs),
+               "sources_with_both_classes": int(sum(len(set(y[groups == g])) == 2 for g in set(groups)))}
+    return text.getvalue(), figures
 
 
 def describe(result):
@@ -170,5 +228,10 @@ def describe(result):
             f"({result['clips']} clips, {result['groups'] or result['clips']} groups)\n"
             f"test accuracy {s['test_accuracy']['mean']:.4f} +- {s['test_accuracy']['std']:.4f}  "
             f"multi-view {s['test_multi_view_accuracy']['mean']:.4f} +- {s['test_multi_view_accuracy']['std']:.4f}  "
-            f"macro-F1 {s['test_macro_f1']['mean']:.4f}\n"
-            + "  ".join(f"fold {f['fold']} {f['test_accuracy']:.3f}" for f in result["per_fold"]))
+            f"balanced {s['test_balanced_accuracy']['mean']:.4f}  macro-F1 {s['test_macro_f1']['mean']:.4f}\n"
+            f"recall over all folds: " + ", ".join(
+                f"{c} {r:.3f}" for c, r in zip(result["test_confusion"]["labels"], result["test_confusion"]["recall"])) + "\n"
+            + "  ".join(f"fold {f['fold']} {f['test_accuracy']:.3f}" for f in result["per_fold"])
+            + (f"\nROC AUC of {src['score']}: {src['auroc']:.3f} over all clips, {src['within_source_auroc']:.3f} within a "
+               f"source ({src['within_source_pairs']} pairs in {src['sources_with_both_classes']} sources)"
+               if (src := result.get("sources")) and src["within_source_pairs"] and src["auroc"] is not None else ""))

@@ -3,7 +3,7 @@ import numpy as np
 
 
 def classification_metrics(labels, probabilities, classes):
-    """accuracy, per-class precision/recall/F1, macro-F1, top-k (k=2,3 when classes > 2), confusion
+    """accuracy, balanced accuracy, per-class precision/recall/F1, macro-F1, top-k (k=2,3 when classes > 2), confusion
     (scikit-learn's; a class never predicted has precision 0, one absent recall 0)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
@@ -17,6 +17,9 @@ def classification_metrics(labels, probabilities, classes):
     result = {
         "num_clips": int(len(labels)),
         "accuracy": float((pred == labels).mean()),
+        # Mean recall over the classes present: accuracy as if every class were equally common,
+        # which is what a held-out set with another class mix sees.
+        "balanced_accuracy": float(recall[support > 0].mean()) if support.any() else 0.0,
         "macro_f1": float(f1.mean()),
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
                           "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
