@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict, validate_split
-from sora_tf.models.blocks import BACKBONES, FRAME_POOLS, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
+from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
 # sora_tf/export/classify.py), shared by every classifier in the zoo.
@@ -34,7 +34,6 @@ class Config:
     # Model
     num_classes: int = 7
     cnn_widths: tuple = (24, 48, 64, 96)
-    frame_pool: str = "flatten"  # the frame CNN's grid to a vector: "flatten", or "avg" / "max" over positions
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
     backbone: str = ""
@@ -60,7 +59,6 @@ class Config:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    mixup: float = 0.0  # mixup over whole clips with weights ~ Beta(mixup, mixup); 0: off
     # Validate, checkpoint and export an exponential moving average of the weights (0: off),
     # warmed up over the first steps (`sora_tf.train.fitting.AdamWarmEMA`; A/B in docs/sora_cls.md).
     ema_momentum: float = 0.99
@@ -115,14 +113,10 @@ class Config:
             raise ValueError("backbone_weights needs a backbone")
         if self.monitor not in ("auto", "val_accuracy", "val_loss"):
             raise ValueError(f"monitor must be 'auto', 'val_accuracy' or 'val_loss', got {self.monitor!r}")
-        if self.frame_pool not in FRAME_POOLS:
-            raise ValueError(f"frame_pool must be one of {sorted(FRAME_POOLS)}, got {self.frame_pool!r}")
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.mixup < 0:
-            raise ValueError(f"mixup must be >= 0 (0: off), got {self.mixup}")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",
@@ -164,7 +158,7 @@ class SoraCls(keras.Model):
             cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
                                config.frame_features, config.pixel_mean, config.pixel_std)
         else:
-            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features, pool=config.frame_pool)
+            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
         sequences = config.pooling != "last"
         rnns = [rnn_layer(config, sequences or i < config.rnn_layers - 1, f"rnn{i}")
                 for i in range(config.rnn_layers)]

@@ -51,18 +51,13 @@ def trainer_for(core, config):
 
 
 def soft_labels(config):
-    """Whether the loss takes class distributions (label smoothing or mixup) instead of indices."""
-    return getattr(config, "label_smoothing", 0.0) > 0 or getattr(config, "mixup", 0.0) > 0
+    """Whether the loss takes class distributions (label smoothing) instead of indices."""
+    return getattr(config, "label_smoothing", 0.0) > 0
 
 
 def training_data(ds, config):
-    """(clips, labels) to fit on: mixed by `mixup`, and augmented here under `jit_compile` (see
-    `trainer_for`)."""
+    """(clips, labels[, weights]) to fit on: augmented here under `jit_compile` (see `trainer_for`)."""
     ds = labelled(ds, config)
-    if getattr(config, "mixup", 0.0) > 0:
-        if len(ds.element_spec) == 3:
-            raise ValueError("mixup blends clips of different weights: use it without class_weight=source")
-        ds = ds.map(mixer(config))
     if not config.jit_compile:
         return ds
     augment = augmenter(config)
@@ -85,23 +80,6 @@ def labelled(ds, config):
 def _checked_weight(element):
     tf.debugging.assert_non_negative(element["weight"], message="a training clip without a class_weight=source weight")
     return element["weight"]
-
-
-def mixer(config):
-    """Mixup over whole clips: each clip of a batch is blended with the batch's reversed order,
-    frames and labels alike, with a weight drawn from Beta(mixup, mixup) per clip. A blend of
-    two clips' frames has the blend of their frame differences, so motion mixes as the pixels do."""
-    alpha = float(config.mixup)
-    generator = tf.random.Generator.from_seed(config.seed + 7)
-
-    def mix(x, y):
-        n = (tf.shape(x)[0],)
-        g1, g2 = (tf.random.stateless_gamma(n, generator.make_seeds(1)[:, 0], alpha) for _ in range(2))
-        w = g1 / (g1 + g2)  # ~ Beta(alpha, alpha)
-        frames = tf.cast(x, tf.float32)
-        mixed = w[:, None, None, None, None] * frames + (1 - w[:, None, None, None, None]) * tf.reverse(frames, [0])
-        return tf.cast(tf.round(mixed), x.dtype), w[:, None] * y + (1 - w[:, None]) * tf.reverse(y, [0])
-    return mix
 
 
 def compile_trainer(trainer, config, steps_per_epoch):
