@@ -144,28 +144,6 @@ def test_class_weights():
         == pytest.approx({0: 7 / 6, 1: 7 / 6, 2: 7 / 9})
 
 
-def test_source_weights_balance_classes_and_sources_within_them():
-    import tensorflow as tf
-    from sora_tf.models import sora_cls
-    from sora_tf.train import classify
-    from sora_tf.train.clips import source_weights
-
-    labels, groups = [0, 0, 0, 1, 1, 0], ["A", "A", "A", "A", "B", "B"]
-    weights = np.array(source_weights(labels, groups))
-    np.testing.assert_allclose(weights, [0.5, 0.5, 0.5, 1.5, 1.5, 1.5])  # A's three class-0 clips weigh as B's one
-    assert weights[:3].sum() + weights[5] == weights[3:5].sum()  # classes alike
-    assert classify.class_weights(sora_cls.Config(num_classes=2, class_weight="source"), labels) is None
-    # The stream's weights reach fit as (clips, labels, weights); a clip without one is an error.
-    config = sora_cls.Config.tiny()
-    x = np.zeros((2, config.num_frames, config.image_size, config.image_size, 3), np.uint8)
-    element = {"frames": x, "label": np.array([0, 1]), "weight": np.array([0.5, 1.5], np.float32)}
-    _, _, w = next(iter(classify.training_data(tf.data.Dataset.from_tensors(element), config)))
-    np.testing.assert_array_equal(w, [0.5, 1.5])
-    missing = tf.data.Dataset.from_tensors({**element, "weight": np.array([0.5, -1.0], np.float32)})
-    with pytest.raises(tf.errors.InvalidArgumentError, match="without a class_weight=source weight"):
-        next(iter(classify.training_data(missing, config)))
-
-
 def test_label_smoothing_trains_on_soft_labels_and_validates_on_whole_ones():
     import tensorflow as tf
     from sora_tf.models import sora_cls
@@ -272,10 +250,8 @@ def test_corrupt_files_skipped_and_counted_in_run(tiny_data, tmp_path):
                  "--epochs", "1", "--strict"]) == 2
 
 
-def test_cli_errors_and_help(tiny_data, tmp_path, capsys):
+def test_cli_errors_and_help(tmp_path, capsys):
     runs = str(tmp_path / "runs" / "typo")
-    assert main(["train", "--data", tiny_data, "--preset", "tiny", "--out", runs + "-source", "--set", "class_weight=source"]) == 2
-    assert "class_weight=source needs groups" in capsys.readouterr().err  # the tiny data has no sources
     assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny", "--out", runs]) == 2
     assert "missing" in capsys.readouterr().err
     assert not os.path.exists(runs)  # no empty run folder left behind

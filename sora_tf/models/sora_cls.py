@@ -74,9 +74,7 @@ class Config:
     # What picks best.keras and stops early: "val_accuracy", "val_loss", or "auto": the loss when
     # the validation part has under 200 clips, where accuracy moves in coarse steps.
     monitor: str = "auto"
-    # "balanced", "none", "auto" (balanced when classes differ 1.5x or more), or "source":
-    # balanced, and within each class every source (group) alike, so that no scene stands for a class.
-    class_weight: str = "auto"
+    class_weight: str = "auto"  # "balanced", "none", or "auto": balanced when classes differ 1.5x or more
     cache_mb: int = 2048  # decoded training videos up to this size stay in memory between epochs
     init_frame_cnn: str = ""  # a sora_vaegan run: its encoder's frame CNN stages initialise ours
     # Compute in 16-bit floats (mixed_float16 on a GPU, mixed_bfloat16 on a CPU; weights, softmax
@@ -103,8 +101,8 @@ class Config:
 
     def validate(self):
         validate_split(self)
-        if self.class_weight not in ("auto", "balanced", "none", "source"):
-            raise ValueError(f"class_weight must be 'auto', 'balanced', 'none' or 'source', got {self.class_weight!r}")
+        if self.class_weight not in ("auto", "balanced", "none"):
+            raise ValueError(f"class_weight must be 'auto', 'balanced' or 'none', got {self.class_weight!r}")
         if self.backbone and self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)} (or empty), got {self.backbone!r}")
         if not self.appearance and not self.frame_diff:

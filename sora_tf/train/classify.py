@@ -56,30 +56,20 @@ def soft_labels(config):
 
 
 def training_data(ds, config):
-    """(clips, labels[, weights]) to fit on: augmented here under `jit_compile` (see `trainer_for`)."""
+    """(clips, labels) to fit on: augmented here under `jit_compile` (see `trainer_for`)."""
     ds = labelled(ds, config)
     if not config.jit_compile:
         return ds
     augment = augmenter(config)
-    return ds.map(lambda x, *rest: (augment(x, training=True), *rest))
+    return ds.map(lambda x, y: (augment(x, training=True), y))
 
 
 def labelled(ds, config):
-    """(clips, labels[, weights]): class indices, or one-hot rows when the loss takes
-    distributions; with the per-clip weights of class_weight=source when the stream has them."""
-    weighted = "weight" in ds.element_spec
-    if weighted:
-        ds = ds.map(lambda e: (e["frames"], e["label"], _checked_weight(e)))
-    else:
-        ds = supervised(ds)
+    """(clips, labels): class indices, or one-hot rows when the loss takes distributions."""
+    ds = supervised(ds)
     if not soft_labels(config):
         return ds
-    return ds.map(lambda x, y, *w: (x, tf.one_hot(y, config.num_classes), *w))
-
-
-def _checked_weight(element):
-    tf.debugging.assert_non_negative(element["weight"], message="a training clip without a class_weight=source weight")
-    return element["weight"]
+    return ds.map(lambda x, y: (x, tf.one_hot(y, config.num_classes)))
 
 
 def compile_trainer(trainer, config, steps_per_epoch):
@@ -179,11 +169,10 @@ def predict_views(model, ds, crops):
 def class_weights(config, labels):
     """{class index: weight} for the loss, from the training clips' `labels`, or None.
     `balanced`: each class weighs n / (k n_c), so every class counts alike; `auto`: balanced
-    when the largest class has more than 1.5 times the clips of the smallest; `none`: off;
-    `source`: None here, the stream carries per-clip weights (`clips.source_weights`)."""
+    when the largest class has more than 1.5 times the clips of the smallest; `none`: off."""
     counts = np.bincount(np.asarray(labels, int), minlength=config.num_classes)
     present = counts[counts > 0]
-    if config.class_weight in ("none", "source") or (config.class_weight == "auto" and present.max() <= 1.5 * present.min()):
+    if config.class_weight == "none" or (config.class_weight == "auto" and present.max() <= 1.5 * present.min()):
         return None
     return {k: float(counts.sum() / (len(present) * c)) if c else 0.0 for k, c in enumerate(counts)}
 

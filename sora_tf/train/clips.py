@@ -4,9 +4,6 @@ import dataclasses
 import logging
 import os
 
-import numpy as np
-import tensorflow as tf
-
 from sora_tf.atomic import save_json
 from sora_tf.data import synthetic
 from sora_tf.data.pipeline import DecodeFailures, dataset_for
@@ -48,19 +45,6 @@ def _datasets(config, listing, split, failures, first_epoch):
     val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
                          batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
     return train_ds, val_ds, steps
-
-
-def source_weights(labels, groups):
-    """Per-clip loss weights with each class weighing alike and, within a class, each source
-    alike (1 / its clips of that class), scaled to a mean of 1. A source that gives many clips of
-    one class then cannot teach that its scene means that class (docs/sora_cls.md)."""
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    cells = {}
-    for key in zip(labels.tolist(), groups.tolist()):
-        cells[key] = cells.get(key, 0) + 1
-    sources = {c: sum(1 for (k, _) in cells if k == c) for c in set(labels.tolist())}
-    weights = np.array([1.0 / (cells[(c, g)] * sources[c]) for c, g in zip(labels.tolist(), groups.tolist())])
-    return (weights * len(weights) / weights.sum()).tolist()
 
 
 def make_split(listing, config):
@@ -120,8 +104,6 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         log.info("%s says a horizontal flip changes the label: flip augmentation off", data)
         config = dataclasses.replace(config, aug_flip=False)
     config.validate()
-    if getattr(config, "class_weight", None) == "source" and not listing.groups:
-        raise ValueError(f"{data}: class_weight=source needs groups (a videos.txt, or a 'group' column)")
     if resuming:
         split = load_json(os.path.join(out, "split.json"), needs=("train", "val"))
     else:
@@ -137,14 +119,6 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         config = dataclasses.replace(config, monitor=monitor)
     failures = DecodeFailures()
     train_ds, val_ds, steps = _datasets(config, listing, split, failures, first_epoch)
-    if getattr(config, "class_weight", None) == "source":
-        train = listing.subset(split["train"])
-        weights = source_weights(train.labels, train.groups)
-        log.info("class_weight=source: %d sources, clip weights %.2f to %.2f", len(set(train.groups)),
-                 min(weights), max(weights))
-        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-            tf.constant(train.paths), tf.constant(weights, tf.float32)), default_value=-1.0)
-        train_ds = train_ds.map(lambda e: {**e, "weight": table.lookup(e["path"])})
 
     def report():
         summary = listing.summary()
