@@ -184,7 +184,7 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
 
 def pooled_predictions(out, folds, listing):
     """(CSV text, figures) of every clip's test prediction over the folds, with its group; None
-    when a fold run has no predictions_test.csv (written by evaluate since 2026-12-06).
+    when a fold run has no predictions_test.csv (one evaluated by an older version).
 
     For two classes, the figures separate how well the score ranks clips within one source from
     how well it ranks them across sources (ROC AUC over all clips, and over the pairs of a
