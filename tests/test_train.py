@@ -163,37 +163,6 @@ def test_label_smoothing_trains_on_soft_labels_and_validates_on_whole_ones():
     assert float(trainer.loss(np.eye(3)[[0]], np.array([[1 - 2e-7, 1e-7, 1e-7]]))) > 1.0
 
 
-def test_source_effects_absorb_each_source_in_training_only():
-    import tensorflow as tf
-    from sora_tf.data.sources import Listing
-    from sora_tf.models import sora_cls
-    from sora_tf.train import classify
-    from sora_tf.train.clips import SOURCE_BUCKETS, with_sources
-
-    config = dataclasses.replace(sora_cls.Config.tiny(), num_classes=2, source_effects=1e-3)
-    x = np.random.default_rng(0).integers(0, 256, (4, config.num_frames, config.image_size, config.image_size, 3))
-    paths = ["a1.mp4", "a2.mp4", "b1.mp4", "b2.mp4"]
-    listing = Listing(paths=paths, labels=[0, 1, 0, 1], counts=[8] * 4, classes=["x", "y"], skipped=[],
-                      groups=["A", "A", "B", "B"])
-    ds = tf.data.Dataset.from_tensors({"frames": x.astype("uint8"), "label": np.array([0, 1, 0, 1]),
-                                       "path": np.array(paths)})
-    (train, labels), (val, _) = (next(iter(classify.labelled(d, config)))
-                                 for d in (with_sources(ds, listing), with_sources(ds, None)))
-    source = train["source"].numpy()
-    assert source[0] == source[1] != source[2] == source[3] and source.max() < SOURCE_BUCKETS
-    np.testing.assert_array_equal(val["source"], [SOURCE_BUCKETS] * 4)  # validation: no source
-    model = sora_cls.build(config)
-    trainer = classify.trainer(model, config, 1)
-    trainer.fit(classify.labelled(with_sources(ds, listing), config), epochs=3, verbose=0)
-    offsets = trainer.get_layer("source_effect").offsets.numpy()
-    assert np.abs(offsets[source]).min() > 0 and not offsets[SOURCE_BUCKETS].any()
-    # The bucket of no source leaves the model's own answer; the model never sees the offsets.
-    alone = np.asarray(model(x.astype("uint8"), training=False)["probabilities"])
-    np.testing.assert_allclose(trainer(val, training=False), alone, atol=1e-5)
-    with pytest.raises(ValueError, match="without jit_compile"):
-        dataclasses.replace(config, jit_compile=True).validate()
-
-
 def test_predict_samples_clips_as_evaluation_does(tiny_data, tmp_path):
     """A run trained at 100 frames per second (above the videos' own rate: T consecutive frames):
     evaluation takes its clip at that rate, and so does predict."""
@@ -281,10 +250,8 @@ def test_corrupt_files_skipped_and_counted_in_run(tiny_data, tmp_path):
                  "--epochs", "1", "--strict"]) == 2
 
 
-def test_cli_errors_and_help(tiny_data, tmp_path, capsys):
+def test_cli_errors_and_help(tmp_path, capsys):
     runs = str(tmp_path / "runs" / "typo")
-    assert main(["train", "--data", tiny_data, "--preset", "tiny", "--out", runs + "-fx", "--set", "source_effects=0.1"]) == 2
-    assert "source_effects needs the clips' sources" in capsys.readouterr().err  # the tiny data has none
     assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny", "--out", runs]) == 2
     assert "missing" in capsys.readouterr().err
     assert not os.path.exists(runs)  # no empty run folder left behind

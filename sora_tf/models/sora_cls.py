@@ -59,9 +59,6 @@ class Config:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0  # e.g. 0.1: +1.5 points on fight_surv, inside the spread (docs/sora_cls.md)
-    # > 0: train beside a per-source offset (L2 weight source_effects) that absorbs what sets one
-    # source video apart, so the model learns what differs within one (needs groups; training only).
-    source_effects: float = 0.0
     # Validate, checkpoint and export an exponential moving average of the weights (0: off),
     # warmed up over the first steps (`sora_tf.train.fitting.AdamWarmEMA`; A/B in docs/sora_cls.md).
     ema_momentum: float = 0.99
@@ -118,10 +115,6 @@ class Config:
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.source_effects < 0:
-            raise ValueError(f"source_effects must be >= 0 (0: off), got {self.source_effects}")
-        if self.source_effects and self.jit_compile:
-            raise ValueError("source_effects needs the augmentation in the model: use it without jit_compile")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",

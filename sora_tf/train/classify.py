@@ -11,7 +11,6 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers, ops
 
 from sora_tf.atomic import save_json, save_text
 from sora_tf.data.augment import ClipAugment
@@ -19,7 +18,7 @@ from sora_tf.data.pipeline import DecodeFailures, dataset_for, supervised
 from sora_tf.data.sampling import crop_views
 from sora_tf.progress import bar
 from sora_tf.runs import load_run, source_listing, split_part
-from sora_tf.train.clips import SOURCE_BUCKETS, default_data, prepare  # noqa: F401 (this task's data: labelled clips)
+from sora_tf.train.clips import default_data, prepare  # noqa: F401 (this task's data: labelled clips)
 from sora_tf.train.fitting import EarlyStop, RunCheckpoint, log_callbacks, resume, warm_ema_optimizer
 from sora_tf.train.metrics import classification_metrics, plot_confusion, plot_history
 
@@ -38,54 +37,16 @@ def augmenter(config):
         seed=config.seed, name="augment")
 
 
-OFFSET_SCALE = 10.0
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class SourceEffect(layers.Layer):
-    """Training only: a learned offset per source video (group) on the log-probabilities, so
-    that what sets one source apart from another (its camera, its mix of classes) is absorbed
-    here and the model is left to learn what differs within a source. Row SOURCE_BUCKETS, which
-    validation uses, is never trained: the model alone answers there, as in every export."""
-
-    def __init__(self, classes, l2=1e-3, **kwargs):
-        super().__init__(**kwargs)
-        self.classes, self.l2 = classes, l2
-
-    def build(self, input_shape):
-        self.offsets = self.add_weight(shape=(SOURCE_BUCKETS + 1, self.classes), initializer="zeros",
-                                       regularizer=keras.regularizers.L2(self.l2), name="offsets")
-
-    def call(self, probabilities, source):
-        # Each row learns only from its own source's clips, a few per batch: scaled up so that it
-        # keeps pace with the network's weights under their learning rate.
-        offsets = OFFSET_SCALE * ops.take(self.offsets, source, axis=0)
-        logits = ops.log(ops.clip(probabilities, 1e-7, 1.0)) + offsets
-        return ops.softmax(logits)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "classes": self.classes, "l2": self.l2}
-
-
 def trainer_for(core, config):
     """uint8 clips -> augmentation (training only) -> core model -> probabilities. Under
     `jit_compile` the augmentation runs in the input pipeline instead (`training_data`): XLA has
-    no kernel for its image warp (ImageProjectiveTransformV3). With `source_effects`, a per-source
-    offset (`SourceEffect`) joins the training loss."""
+    no kernel for its image warp (ImageProjectiveTransformV3)."""
     shape = (config.num_frames, config.image_size, config.image_size, 3)
     if config.jit_compile:
         frames = keras.Input(shape, dtype="float32", name="frames")
         return keras.Model(frames, core(frames)["probabilities"], name="trainer")
     frames = keras.Input(shape, dtype="uint8", name="frames")
     probabilities = core(augmenter(config)(frames))["probabilities"]
-    if getattr(config, "source_effects", 0.0) > 0:
-        source = keras.Input((), dtype="int32", name="source")
-        probabilities = SourceEffect(config.num_classes, config.source_effects, name="source_effect")(
-            probabilities, source)
-        return keras.Model({"frames": frames, "source": source}, probabilities, name="trainer")
     return keras.Model(frames, probabilities, name="trainer")
 
 
@@ -104,12 +65,8 @@ def training_data(ds, config):
 
 
 def labelled(ds, config):
-    """(clips, labels): class indices, or one-hot rows when the loss takes distributions. Clips
-    that carry their source's bucket (`clips.with_sources`) come as {"frames", "source"}."""
-    if "source" in ds.element_spec:
-        ds = ds.map(lambda e: ({"frames": e["frames"], "source": e["source"]}, e["label"]))
-    else:
-        ds = supervised(ds)
+    """(clips, labels): class indices, or one-hot rows when the loss takes distributions."""
+    ds = supervised(ds)
     if not soft_labels(config):
         return ds
     return ds.map(lambda x, y: (x, tf.one_hot(y, config.num_classes)))

@@ -4,8 +4,6 @@ import dataclasses
 import logging
 import os
 
-import tensorflow as tf
-
 from sora_tf.atomic import save_json
 from sora_tf.data import synthetic
 from sora_tf.data.pipeline import DecodeFailures, dataset_for
@@ -47,20 +45,6 @@ def _datasets(config, listing, split, failures, first_epoch):
     val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
                          batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
     return train_ds, val_ds, steps
-
-
-SOURCE_BUCKETS = 4096  # sources hashed into this many offsets (`classify.SourceEffect`); one more: none
-
-
-def with_sources(ds, listing):
-    """Each clip with its source's bucket under "source": from `listing`'s groups, or, without a
-    listing (validation), the bucket that stands for no source."""
-    if listing is None:
-        return ds.map(lambda e: {**e, "source": tf.constant(SOURCE_BUCKETS, tf.int32) + 0 * tf.cast(e["label"], tf.int32)})
-    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        tf.constant(listing.paths), tf.constant(listing.groups)), default_value="")
-    return ds.map(lambda e: {**e, "source": tf.cast(
-        tf.strings.to_hash_bucket_fast(table.lookup(e["path"]), SOURCE_BUCKETS), tf.int32)})
 
 
 def make_split(listing, config):
@@ -120,8 +104,6 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         log.info("%s says a horizontal flip changes the label: flip augmentation off", data)
         config = dataclasses.replace(config, aug_flip=False)
     config.validate()
-    if getattr(config, "source_effects", 0.0) > 0 and not listing.groups:
-        raise ValueError(f"{data}: source_effects needs the clips' sources (a videos.txt, or a 'group' column)")
     if resuming:
         split = load_json(os.path.join(out, "split.json"), needs=("train", "val"))
     else:
@@ -137,8 +119,6 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         config = dataclasses.replace(config, monitor=monitor)
     failures = DecodeFailures()
     train_ds, val_ds, steps = _datasets(config, listing, split, failures, first_epoch)
-    if getattr(config, "source_effects", 0.0) > 0:
-        train_ds, val_ds = with_sources(train_ds, listing.subset(split["train"])), with_sources(val_ds, None)
 
     def report():
         summary = listing.summary()
