@@ -153,7 +153,7 @@ def test_every_model_trains_in_mixed_precision_with_xla_and_exports_float32(mode
     from sora_tf import models
     from sora_tf.export.exporter import in_float32
     from sora_tf.runs import load_run
-    from sora_tf.train.fitting import computing
+    from sora_tf.models.precision import computing
     from sora_tf.train.run import train
 
     sets = ["mixed_precision=true", "jit_compile=true"]

@@ -55,7 +55,7 @@ def bench_precision(steps=5, rounds=8):
     from sora_tf.config import override
     from sora_tf.models import sora_cls
     from sora_tf.train.classify import augmenter, trainer
-    from sora_tf.train.fitting import computing, mixed_policy
+    from sora_tf.models.precision import computing, mixed_policy
 
     base = sora_cls.Config()
     variants = {"float32 (default)": [], f"mixed_precision ({mixed_policy()})": ["mixed_precision=true"],

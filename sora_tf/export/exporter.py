@@ -18,7 +18,7 @@ def in_float32(model, model_name):
     import dataclasses
 
     from sora_tf import models
-    from sora_tf.train.fitting import computing
+    from sora_tf.models.precision import computing
 
     if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
         return model

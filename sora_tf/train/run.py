@@ -13,9 +13,10 @@ import tensorflow as tf
 from sora_tf import models, train as tasks
 from sora_tf.atomic import save_json
 from sora_tf.config import from_dict, override
+from sora_tf.models.precision import computing
 from sora_tf.runs import default_run_dir, load_json
 from sora_tf.train import distribute
-from sora_tf.train.fitting import Job, computing
+from sora_tf.train.fitting import Job
 
 log = logging.getLogger("sora_tf.train")
 
