@@ -23,6 +23,7 @@ from sora_tf.data.prepared import is_prepared
 from sora_tf.data.sources import clip_group, list_clips
 from sora_tf.data.split import grouped_split
 from sora_tf.runs import default_run_dir, load_json
+from sora_tf.train.metrics import balanced_accuracy, recalls
 
 log = logging.getLogger("sora_tf.train")
 
@@ -68,19 +69,13 @@ def _summary(values):
             "min": float(values.min()), "max": float(values.max())}
 
 
-def _balanced(confusion):
-    """Mean recall over the classes present, from a confusion matrix (rows true)."""
-    confusion = np.asarray(confusion)
-    support = confusion.sum(1)
-    return float((np.diag(confusion)[support > 0] / support[support > 0]).mean())
-
-
 def _fold_result(fold, run, metrics, part):
     test = metrics["test"]
     return {"fold": fold, "run": run, "train_clips": len(part[0]), "val_clips": len(part[1]),
             "test_clips": test["num_clips"], "val_accuracy": metrics["accuracy"],
             "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
-            "test_balanced_accuracy": _balanced(test["confusion_matrix"]["rows_true_cols_pred"]),
+            # from the confusion matrix: folds evaluated by an older version have no balanced_accuracy
+            "test_balanced_accuracy": balanced_accuracy(test["confusion_matrix"]["rows_true_cols_pred"]),
             "test_confusion": test["confusion_matrix"]["rows_true_cols_pred"],
             "test_multi_view_accuracy": test["multi_view"]["accuracy"]}
 
@@ -172,7 +167,7 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
               # Every clip is tested once, so the folds' confusion matrices add up to one of all clips.
               "test_confusion": {"labels": metrics["test"]["confusion_matrix"]["labels"],
                                  "rows_true_cols_pred": confusion.tolist(),
-                                 "recall": (np.diag(confusion) / np.maximum(confusion.sum(1), 1)).tolist()}}
+                                 "recall": recalls(confusion).tolist()}}
     pooled = pooled_predictions(out, folds, listing)
     if pooled is not None:
         save_text(os.path.join(out, "cv_predictions.csv"), pooled[0])

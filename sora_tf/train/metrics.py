@@ -17,9 +17,7 @@ def classification_metrics(labels, probabilities, classes):
     result = {
         "num_clips": int(len(labels)),
         "accuracy": float((pred == labels).mean()),
-        # Mean recall over the classes present: accuracy as if every class were equally common,
-        # which is what a held-out set with another class mix sees.
-        "balanced_accuracy": float(recall[support > 0].mean()) if support.any() else 0.0,
+        "balanced_accuracy": balanced_accuracy(confusion),
         "macro_f1": float(f1.mean()),
         "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]),
                           "f1": float(f1[i]), "support": int(support[i])} for i, c in enumerate(classes)},
@@ -28,6 +26,19 @@ def classification_metrics(labels, probabilities, classes):
     for k in (2, 3)[: max(n - 2, 0)]:
         result[f"top{k}_accuracy"] = float(top_k_accuracy_score(labels, probs, k=k, labels=ids))
     return result
+
+
+def recalls(confusion):
+    """Each class's recall from a confusion matrix (rows true); 0 for a class with no clips."""
+    confusion = np.asarray(confusion)
+    return np.diag(confusion) / np.maximum(confusion.sum(1), 1)
+
+
+def balanced_accuracy(confusion):
+    """Mean recall over the classes present: accuracy as if every class were equally common,
+    which is what a held-out set with another class mix sees."""
+    present = np.asarray(confusion).sum(1) > 0
+    return float(recalls(confusion)[present].mean()) if present.any() else 0.0
 
 
 def plot_confusion(metrics, path):
