@@ -66,6 +66,26 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_finished_ones(tiny_data
     capsys.readouterr()
     assert main([*args[:-1], "epochs=2"]) == 2  # another recipe in the same folder
     assert "another plan" in capsys.readouterr().err
+    assert main([*args, "--fold-seed", "3"]) == 2  # other folds in the same folder
+    assert "another plan" in capsys.readouterr().err
+
+
+def test_fold_seed_keeps_the_folds_while_the_seed_changes(tiny_data, tmp_path, monkeypatch):
+    import sora_tf.train.run
+
+    def stop(*args, **kwargs):  # each fold's manifest is written before its run trains
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sora_tf.train.run, "train", stop)
+    manifests = {}
+    for name, seed, fold_seed in (("a", 0, None), ("b", 1, 0), ("c", 1, None)):
+        with pytest.raises(KeyboardInterrupt):
+            cross_validate("sora_cls", tiny_data, str(tmp_path / name), folds=2, preset="tiny",
+                           sets=[f"seed={seed}"], fold_seed=fold_seed)
+        with open(tmp_path / name / "fold0.csv") as f:
+            manifests[name] = f.read()
+    assert manifests["b"] == manifests["a"]  # seed 1 on seed 0's folds
+    assert manifests["c"] != manifests["a"]  # by default the seed deals the folds
 
 
 def test_cv_errors_name_the_problem(tiny_data, tmp_path):

@@ -105,8 +105,12 @@ def plot_folds(result, path):
     plt.close(fig)
 
 
-def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=None, strict=False):
-    """Train one run per fold (resuming an interrupted cv in `out`); returns cv.json's content."""
+def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=None, strict=False, fold_seed=None):
+    """Train one run per fold (resuming an interrupted cv in `out`); returns cv.json's content.
+
+    The folds are dealt with `fold_seed` (default: the config's seed), so that `--set seed=K`
+    with a fixed `fold_seed` retrains the same folds from other start weights: the seed-to-seed
+    spread that a recipe's difference must beat."""
     from sora_tf.train.evaluate import evaluate
     from sora_tf.train.run import train
 
@@ -127,14 +131,17 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
     out = out or default_run_dir(f"cv-{model_name}")
     plan = {"model": model_name, "data": data, "folds": folds, "sets": list(sets), "preset": preset,
             "seed": config.seed, "val_fraction": config.val_fraction}
+    fold_seed = config.seed if fold_seed is None else fold_seed
+    if fold_seed != config.seed:  # recorded only then, as plans from before the option read
+        plan["fold_seed"] = fold_seed
     plan_path = os.path.join(out, PLAN)
     if os.path.isfile(plan_path):
         saved = load_json(plan_path)
-        if {k: saved.get(k) for k in plan} != plan:
+        if any(saved.get(k) != plan.get(k) for k in {*plan, "fold_seed"}):
             raise ValueError(f"{out} holds a cross-validation of another plan ({saved}); use a new --out")
         log.info("resuming the cross-validation in %s", out)
     listing = list_clips(data, strict=strict)
-    parts = fold_parts(listing, folds, config.val_fraction, config.seed, data)
+    parts = fold_parts(listing, folds, config.val_fraction, fold_seed, data)
     os.makedirs(out, exist_ok=True)
     save_json(plan_path, plan)
     results = []
