@@ -29,17 +29,15 @@ class ClipAugment(layers.Layer):
     zoom: crop up to this fraction away (then resized back); translate: shift up to this fraction
     of the side; rotation_deg: +-degrees; flip: horizontal, half the clips; brightness: +-fraction
     of 255; contrast and saturation: factor in 1 +- value; hue: +-fraction of a full turn;
-    noise_std: Gaussian pixel noise in 0..255 units; background: blend every frame of a clip with
-    one still frame of another clip of the batch, weight up to this value, so that the scene stops
-    telling the class and the motion keeps its shape (its size scales by 1 - weight).
+    noise_std: Gaussian pixel noise in 0..255 units.
     """
 
     def __init__(self, zoom=0.25, translate=0.1, rotation_deg=8.0, flip=True, brightness=0.2,
-                 contrast=0.2, saturation=0.3, hue=0.03, noise_std=4.0, background=0.0, seed=None, **kwargs):
+                 contrast=0.2, saturation=0.3, hue=0.03, noise_std=4.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.settings = dict(zoom=zoom, translate=translate, rotation_deg=rotation_deg, flip=flip,
                              brightness=brightness, contrast=contrast, saturation=saturation,
-                             hue=hue, noise_std=noise_std, background=background, seed=seed)
+                             hue=hue, noise_std=noise_std, seed=seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _uniform(self, b, bound):
@@ -80,15 +78,6 @@ class ClipAugment(layers.Layer):
         return (ops.einsum("bthwc,bdc->bthwd", x - mean, matrix) * expand
                 + ops.einsum("bthwc,bdc->bthwd", mean, matrix) + brightness[:, None, None, None, None])
 
-    def _background(self, x, b, t):
-        """x * (1 - w) + w * a still frame of the next clip in the batch, w ~ U(0, background)."""
-        weight = keras.random.uniform((b,), 0.0, self.settings["background"], seed=self.seed_generator)
-        pick = ops.cast(keras.random.uniform((b,), 0.0, t, seed=self.seed_generator), "int32")
-        still = ops.take_along_axis(x, ops.minimum(pick, t - 1)[:, None, None, None, None], axis=1)
-        still = ops.roll(still, 1, axis=0)
-        weight = weight[:, None, None, None, None]
-        return (1.0 - weight) * x + weight * still
-
     def call(self, clips, training=False):
         clips = ops.cast(clips, self.compute_dtype)
         if not training:
@@ -99,8 +88,6 @@ class ClipAugment(layers.Layer):
         if s["zoom"] or s["translate"] or s["rotation_deg"] or s["flip"]:
             x = ops.reshape(ops.transpose(x, (0, 2, 3, 1, 4)), (b, h, w, t * c))
             x = ops.transpose(ops.reshape(self._geometry(x, b, h, w), (b, h, w, t, c)), (0, 3, 1, 2, 4))
-        if s["background"]:
-            x = self._background(x, b, t)
         if s["brightness"] or s["contrast"] or s["saturation"] or s["hue"]:
             x = self._colour(x, b)
         if s["noise_std"]:

@@ -34,7 +34,6 @@ class Config:
     # Model
     num_classes: int = 7
     cnn_widths: tuple = (24, 48, 64, 96)
-    instance_norm: int = 0  # the first N conv stages normalise per frame (instance norm), not per batch
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
     backbone: str = ""
@@ -92,7 +91,6 @@ class Config:
     aug_saturation: float = 0.2
     aug_hue: float = 0.0
     aug_noise_std: float = 2.0
-    aug_background: float = 0.0  # blend each clip with a still frame of another, up to this weight
 
     @classmethod
     def tiny(cls):
@@ -158,8 +156,7 @@ class SoraCls(keras.Model):
             cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
                                config.frame_features, config.pixel_mean, config.pixel_std)
         else:
-            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features,
-                            instance_stages=config.instance_norm)
+            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
         sequences = config.pooling != "last"
         rnns = [rnn_layer(config, sequences or i < config.rnn_layers - 1, f"rnn{i}")
                 for i in range(config.rnn_layers)]

@@ -34,7 +34,7 @@ def augmenter(config):
         zoom=config.aug_zoom, translate=config.aug_translate, rotation_deg=config.aug_rotation_deg,
         flip=config.aug_flip, brightness=config.aug_brightness, contrast=config.aug_contrast,
         saturation=config.aug_saturation, hue=config.aug_hue, noise_std=config.aug_noise_std,
-        background=getattr(config, "aug_background", 0.0), seed=config.seed, name="augment")
+        seed=config.seed, name="augment")
 
 
 def trainer_for(core, config):
