@@ -28,6 +28,8 @@ def test_run_artifacts(tiny_run):
     config = json.load(open(os.path.join(tiny_run, "config.json")))
     assert config["num_classes"] == 7 and config["pixel_mean"] == [0.5, 0.5, 0.5]
     assert config["aug_flip"] is False, "the generated data says flips change labels"
+    with open(os.path.join(tiny_run, "state.json")) as f:  # monitor=auto, under 200 validation clips
+        assert json.load(f)["monitor"] == "last"
     assert not [f for f in os.listdir(tiny_run) if f.startswith(".tmp-")]
 
 
@@ -161,6 +163,41 @@ def test_label_smoothing_trains_on_soft_labels_and_validates_on_whole_ones():
     assert {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(history)
     # The run's loss smooths: a confident right answer still costs (the targets are 0.8 / 0.1 / 0.1).
     assert float(trainer.loss(np.eye(3)[[0]], np.array([[1 - 2e-7, 1e-7, 1e-7]]))) > 1.0
+
+
+def test_macro_auc_is_sklearns_one_vs_rest_roc_auc():
+    from sklearn.metrics import roc_auc_score
+    from sora_tf.train.classify import MacroAUC
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    probs = rng.dirichlet([1, 1, 1], 300)
+    probs[np.arange(300), labels] += 0.3
+    probs /= probs.sum(1, keepdims=True)
+    weights = rng.uniform(0.5, 2.0, 300)
+    expected = roc_auc_score(labels, probs, multi_class="ovr", sample_weight=weights)
+    for given in (labels, labels[:, None], np.eye(3)[labels] * 0.7 + 0.1):  # indices, a column, smoothed one-hot
+        metric = MacroAUC(3)
+        metric.update_state(given, probs, sample_weight=weights)
+        assert float(metric.result()) == pytest.approx(expected, abs=2e-3)
+    assert MacroAUC.from_config(MacroAUC(3).get_config()).num_classes == 3
+
+
+def test_checkpoint_of_the_last_epoch_runs_the_whole_schedule(tiny_data, tmp_path, monkeypatch):
+    run = str(tmp_path / "last")
+    train("sora_cls", tiny_data, run, preset="tiny", sets=["monitor=last", "epochs=3", "patience=1"])
+    assert history_epochs(run) == [0, 1, 2]  # no early stop
+    with open(os.path.join(run, "state.json")) as f:
+        state = json.load(f)
+    assert state["monitor"] == "last" and state["best_epoch"] == 2
+    with open(os.path.join(run, "history.csv")) as f:  # the ranking is logged beside the accuracy
+        assert all(0.0 <= float(r["val_auc"]) <= 1.0 for r in csv.DictReader(f))
+    import sora_tf.train.clips
+    monkeypatch.setattr(sora_tf.train.clips, "SMALL_VALIDATION", 1)  # a validation part that can pick
+    run = str(tmp_path / "auto")
+    train("sora_cls", tiny_data, run, preset="tiny", sets=["epochs=1"])
+    with open(os.path.join(run, "state.json")) as f:
+        assert json.load(f)["monitor"] == "val_accuracy"
 
 
 def test_predict_samples_clips_as_evaluation_does(tiny_data, tmp_path):

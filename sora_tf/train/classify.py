@@ -72,14 +72,38 @@ def labelled(ds, config):
     return ds.map(lambda x, y: (x, tf.one_hot(y, config.num_classes)))
 
 
+@keras.saving.register_keras_serializable("sora_tf")
+class MacroAUC(keras.metrics.AUC):
+    """ROC AUC of each class's probability against the other classes, averaged over classes
+    (`val_auc` in history.csv): how well the model ranks clips, whatever its threshold. Labels
+    are class indices or class distributions."""
+
+    def __init__(self, num_classes, name="auc", **kwargs):
+        kwargs.pop("multi_label", None), kwargs.pop("num_labels", None)
+        super().__init__(name=name, num_thresholds=kwargs.pop("num_thresholds", 500), multi_label=True,
+                         num_labels=num_classes, **kwargs)
+        self.num_classes = num_classes
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == self.num_classes:
+            y_true = keras.ops.argmax(y_true, axis=-1)  # (smoothed) one-hot
+        y_true = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)
+        if sample_weight is not None:  # one weight per clip, for every class column
+            sample_weight = keras.ops.reshape(sample_weight, (-1, 1)) * keras.ops.ones_like(y_pred)
+        return super().update_state(y_true, y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
 def compile_trainer(trainer, config, steps_per_epoch):
     if soft_labels(config):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=getattr(config, "label_smoothing", 0.0))
         metric = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         loss, metric = keras.losses.SparseCategoricalCrossentropy(), "accuracy"
-    trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch), loss=loss, metrics=[metric],
-                    jit_compile=config.jit_compile)
+    trainer.compile(optimizer=warm_ema_optimizer(config, steps_per_epoch), loss=loss,
+                    metrics=[metric, MacroAUC(config.num_classes)], jit_compile=config.jit_compile)
 
 
 def trainer(model, config, steps_per_epoch):
@@ -134,8 +158,9 @@ def fit(job):
         log.info("class weights (class_weight=%s): %s", config.class_weight,
                  ", ".join(f"{k} {w:.2f}" for k, w in weights.items()))
     callbacks = [*log_callbacks(job.out, job.resuming, job.backup),
-                 RunCheckpoint(job.out, core, monitor=config.monitor, best=best, average=average),
-                 EarlyStop(config.monitor, config.patience, best, waited)]
+                 RunCheckpoint(job.out, core, monitor=config.monitor, best=best, average=average)]
+    if config.monitor != "last":
+        callbacks.append(EarlyStop(config.monitor, config.patience, best, waited))
     if average is not None:
         callbacks.insert(0, average)
     if initial_epoch < config.epochs:

@@ -76,7 +76,8 @@ def warm_ema_optimizer(config, steps_per_epoch, **kwargs):
 
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: `last.keras` (trainer with optimizer state, for --resume) and `state.json`;
-    `best.keras` (the bare model, for evaluate/predict/export) when the monitored metric improves.
+    `best.keras` (the bare model, for evaluate/predict/export) when the monitored metric improves
+    (`monitor="last"`: every epoch, so that best.keras is the end of the schedule).
 
     With a weight average (`average`, the run's `SwapEMAWeights`, which puts the averaged weights
     in the model at each epoch's end), best.keras holds the average, and last.keras the raw
@@ -92,7 +93,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        value = logs.get(self.monitor)
+        value = epoch if self.monitor == "last" else logs.get(self.monitor)
         improved = value is not None and (self.best is None or (
             value < self.best if minimised(self.monitor) else value > self.best))
         if improved:
