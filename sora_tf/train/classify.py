@@ -79,7 +79,8 @@ class MacroAUC(keras.metrics.AUC):
     are class indices or class distributions."""
 
     def __init__(self, num_classes, name="auc", **kwargs):
-        kwargs.pop("multi_label", None), kwargs.pop("num_labels", None)
+        for key in ("multi_label", "num_labels"):  # in a saved config; both follow from num_classes
+            kwargs.pop(key, None)
         super().__init__(name=name, num_thresholds=kwargs.pop("num_thresholds", 500), multi_label=True,
                          num_labels=num_classes, **kwargs)
         self.num_classes = num_classes

@@ -111,9 +111,8 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         save_json(os.path.join(out, "split.json"), split)
     if getattr(config, "monitor", None) == "auto":
         # On a small validation part the checkpoint any figure picks is luck: accuracy moves in
-        # steps of 1/n, the loss kept a barely trained first epoch in 5 of 15 fight_surv fold
-        # runs, the AUC an epoch-1 model in one. The run keeps the averaged weights at the end
-        # of its schedule instead (docs/sora_cls.md).
+        # steps of 1/n, and the loss kept a barely trained first epoch in 5 of 15 fight_surv fold
+        # runs. The run keeps the averaged weights at the end of its schedule (docs/sora_cls.md).
         monitor = "last" if len(split["val"]) < SMALL_VALIDATION else "val_accuracy"
         if resuming:  # what the run followed so far (runs from before this setting: accuracy)
             monitor = load_json(os.path.join(out, "state.json")).get("monitor", "val_accuracy")
