@@ -94,6 +94,8 @@ def test_cv_errors_name_the_problem(tiny_data, tmp_path):
     for model in ("sora_det", "sora_vaegan"):
         with pytest.raises(ValueError, match="labelled clips"):
             cross_validate(model, tiny_data, str(tmp_path / "b"), folds=2, preset="tiny")
+    with pytest.raises(ValueError, match="--fold-seed .* must be >= 0"):
+        cross_validate("sora_cls", tiny_data, str(tmp_path / "d"), folds=2, preset="tiny", fold_seed=-1)
     with pytest.raises(ValueError, match="cannot deal"):
         cross_validate("sora_cls", tiny_data, str(tmp_path / "c"), folds=50, preset="tiny")
 

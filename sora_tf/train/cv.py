@@ -132,6 +132,8 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
     plan = {"model": model_name, "data": data, "folds": folds, "sets": list(sets), "preset": preset,
             "seed": config.seed, "val_fraction": config.val_fraction}
     fold_seed = config.seed if fold_seed is None else fold_seed
+    if fold_seed < 0:  # scikit-learn's folds take a seed in [0, 2**32)
+        raise ValueError(f"--fold-seed (or the seed) must be >= 0, got {fold_seed}")
     if fold_seed != config.seed:  # recorded only then, as plans from before the option read
         plan["fold_seed"] = fold_seed
     plan_path = os.path.join(out, PLAN)
