@@ -9,6 +9,8 @@ OUT ?=
 RUN ?=
 SET ?=
 PYTEST_ARGS ?=
+# pytest processes (pytest-xdist): 2 fits the CI's 2 cores; TEST_JOBS=0 runs the suite in this process.
+TEST_JOBS ?= 2
 # GPU=1: `tensorflow[and-cuda]` in place of `tensorflow-cpu`, in a .venv of its own: switching
 # flavour makes a fresh .venv, so the two builds are never installed over each other.
 GPU ?=
@@ -55,10 +57,10 @@ data: setup
 	$(PY) -m sora_tf make-data --variant default
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) -m "not slow" $(PYTEST_ARGS)
 
 # Devices, where the model, augmentation and decoding run, and a training step and an input pass
 # timed on the GPU against the CPU (`make setup GPU=1` first; on a machine without one it says so).
