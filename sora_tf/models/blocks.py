@@ -15,18 +15,15 @@ def conv_stages(x, widths, norm=True, prefix=""):
     return x
 
 
-# How the frame CNN's last grid becomes a vector: keep every position, or pool over them.
-FRAME_POOLS = {"flatten": layers.Flatten, "avg": layers.GlobalAveragePooling2D, "max": layers.GlobalMaxPooling2D}
-
-
-def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True, pool="flatten"):
+def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True):
     """A per-frame CNN as a named `keras.Model`: [H, W, C] -> [feature_dim].
 
-    Stride-2 stages down to a small grid, then (`pool`) Flatten, which keeps where things are,
-    or a global average or max over positions, which answers the same wherever it happens; then Dense.
+    Stride-2 stages down to a small grid, then Flatten + Dense rather than global pooling:
+    pooling would throw away where things are, and motion direction is a change of where
+    (global max pooling: -9 points on two folds of fight_surv, docs/sora_cls.md).
     """
     inputs = keras.Input(input_shape, name="frame")
-    x = FRAME_POOLS[pool](name="flatten" if pool == "flatten" else f"{pool}_pool")(conv_stages(inputs, widths, norm))
+    x = layers.Flatten(name="flatten")(conv_stages(inputs, widths, norm))
     x = layers.Dense(feature_dim, activation="relu", name="features")(x)
     return keras.Model(inputs, x, name=name)
 

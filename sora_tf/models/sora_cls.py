@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict, validate_split
-from sora_tf.models.blocks import BACKBONES, FRAME_POOLS, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
+from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
 # sora_tf/export/classify.py), shared by every classifier in the zoo.
@@ -34,8 +34,6 @@ class Config:
     # Model
     num_classes: int = 7
     cnn_widths: tuple = (24, 48, 64, 96)
-    frame_pool: str = "flatten"
-    motion_stats: bool = False
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
     backbone: str = ""
@@ -159,13 +157,13 @@ class SoraCls(keras.Model):
             cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
                                config.frame_features, config.pixel_mean, config.pixel_std)
         else:
-            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features, pool=config.frame_pool)
+            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
         sequences = config.pooling != "last"
         rnns = [rnn_layer(config, sequences or i < config.rnn_layers - 1, f"rnn{i}")
                 for i in range(config.rnn_layers)]
         # === Functional Model ===
         frames = keras.Input((t, s, s, 3), name="frames")
-        x = frames_n = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
+        x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
         if config.frame_diff:
             x = FrameDiff(config.diff_scale, config.diff_clip, config.appearance, name="frame_diff")(x)
         x = FrameTimeDistributed(cnn, name="frame_features")(x)
@@ -174,11 +172,8 @@ class SoraCls(keras.Model):
         if sequences:
             x = layers.GlobalAveragePooling1D(name="time_pool")(x)
         embedding = layers.Dense(config.embedding_dim, name="embedding")(x)
-        head = layers.Dropout(config.dropout, name="head_dropout")(embedding)
-        if config.motion_stats:
-            stats = MotionStatistics(8.0 / 255 / config.pixel_std[0], name="motion_stats")(frames_n)
-            head = layers.Concatenate(name="head_input")([head, layers.BatchNormalization(name="stats_norm")(stats)])
-        logits = layers.Dense(config.num_classes, name="logits")(head)
+        logits = layers.Dense(config.num_classes, name="logits")(
+            layers.Dropout(config.dropout, name="head_dropout")(embedding))
         probabilities = layers.Softmax(name="probabilities", dtype="float32")(logits)
         super().__init__(inputs=frames, outputs={"probabilities": probabilities, "embedding": embedding},
                          **kwargs)
@@ -235,33 +230,6 @@ class RunningMean(layers.Layer):
         total = ops.minimum(total, count)
         total, count = total + x, count + 1.0
         return total / count, total, count
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class MotionStatistics(layers.Layer):
-    """Scale-free statistics of a clip's grey-level differences [B, T, S, S, 3] -> [B, 11]."""
-
-    def __init__(self, threshold, **kwargs):
-        super().__init__(**kwargs)
-        self.threshold = threshold
-
-    def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold}
-
-    def call(self, x):
-        g = ops.mean(x, axis=-1)
-        d = g[:, 1:] - g[:, :-1]
-        a = ops.abs(d)
-        mag = ops.mean(a, axis=(2, 3))
-        f1 = ops.mean(ops.cast(a > self.threshold, "float32"), axis=(2, 3))
-        f2 = ops.mean(ops.cast(a > 3 * self.threshold, "float32"), axis=(2, 3))
-        acc = ops.mean(ops.abs(d[:, 1:] - d[:, :-1]), axis=(2, 3))
-        eps = 1e-3
-        m_mag, m_f1, m_f2, m_acc = (ops.mean(v, axis=1) for v in (mag, f1, f2, acc))
-        s_mag, s_f1 = ops.std(mag, axis=1), ops.std(f1, axis=1)
-        return ops.stack([ops.log(m_mag + eps), m_f1, m_f2, m_acc / (m_mag + eps), s_mag / (m_mag + eps),
-                          s_f1, ops.max(mag, axis=1) / (m_mag + eps), ops.max(f1, axis=1), m_f2 / (m_f1 + eps),
-                          ops.log(m_acc + eps), s_f1 / (m_f1 + eps)], axis=-1)
 
 
 def build(config):
