@@ -43,6 +43,9 @@ def parser():
     p.add_argument("--folds", type=int, default=5, help="number of folds (>= 2)")
     p.add_argument("--fold-seed", type=int, help="deal the folds with this seed (default: the config's seed), "
                                                 "so that --set seed=K retrains the same folds")
+    p.add_argument("--baseline", action="store_true",
+                   help="also fit a logistic regression on 28 optical-flow statistics of each clip on the "
+                        "same folds: the figure a model must beat (0.1-0.3 s a clip)")
     p.add_argument("--out", help="folder of the fold runs (default runs/cv-<model>-<time>); "
                                  "run again with the same --out to resume")
     p.add_argument("--preset", choices=("default", "tiny"), help="config preset (tiny: seconds on a CPU)")
@@ -246,7 +249,7 @@ def _run(args):
     elif args.command == "cv":
         from sora_tf.train.cv import cross_validate, describe
         print(describe(cross_validate(args.model, args.data, args.out, args.folds, args.sets, args.preset,
-                                      args.strict, args.fold_seed)))
+                                      args.strict, args.fold_seed, args.baseline)))
     elif args.command == "embed":
         from sora_tf.embedding.store import embed
         meta = embed(args.model, args.data, args.out, args.strict, args.views, args.crops)

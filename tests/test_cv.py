@@ -8,7 +8,8 @@ import pytest
 
 from sora_tf.cli import main
 from sora_tf.data.sources import Listing
-from sora_tf.train.cv import cross_validate, fold_parts
+from sora_tf.data.video import VideoError, write_video
+from sora_tf.train.cv import cross_validate, fold_parts, motion_baseline
 
 
 def test_folds_keep_every_group_on_one_side_and_each_clip_in_one_test_fold():
@@ -63,7 +64,15 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_finished_ones(tiny_data
     assert again["per_fold"][0] == folds[0]
     assert again["per_fold"][1]["test_clips"] == folds[1]["test_clips"]
 
-    capsys.readouterr()
+    capsys.readouterr()  # the baseline is fitted on the finished folds, which are not trained again
+    assert main([*args, "--baseline"]) == 0
+    assert "baseline, logistic regression" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(out, "fold0", "best.keras")) == kept
+    with open(os.path.join(out, "cv.json")) as f:
+        baseline = json.load(f)["baseline"]
+    assert [f["test_clips"] for f in baseline["per_fold"]] == [f["test_clips"] for f in folds]
+    assert baseline["features"] == 28 and "sources" not in baseline  # seven classes: no ranking
+
     assert main([*args[:-1], "epochs=2"]) == 2  # another recipe in the same folder
     assert "another plan" in capsys.readouterr().err
     assert main([*args, "--fold-seed", "3"]) == 2  # other folds in the same folder
@@ -121,3 +130,58 @@ def test_pooled_predictions_separate_ranking_within_and_across_sources(tmp_path)
     assert figures["auroc"] == pytest.approx(5 / 6)  # fights 0.4 0.9 0.8 against 0.2 0.7: 0.4 < 0.7
     os.remove(tmp_path / "fold1" / "predictions_test.csv")
     assert pooled_predictions(str(tmp_path), 2, listing) is None  # a fold from before: no figures
+
+
+def _clip(path, rng, jerky):
+    """A textured square crossing a noisy background: steadily, or reversing every frame."""
+    background = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
+    square = rng.integers(120, 255, (30, 30, 3), dtype=np.uint8)
+    frames, x = [], 20
+    for t in range(20):
+        x += (8 if t % 2 else -6) if jerky else 4
+        f = background.copy()
+        f[45:75, x:x + 30] = square
+        frames.append(f)
+    return write_video(str(path), np.stack(frames), fps=10)
+
+
+def test_motion_statistics_tell_jerky_from_steady_motion(tmp_path):
+    from sora_tf.data.motion import NAMES, clip_statistics, statistics
+
+    rng = np.random.default_rng(0)
+    steady = clip_statistics(_clip(tmp_path / "steady.mp4", rng, jerky=False))
+    jerky = clip_statistics(_clip(tmp_path / "jerky.mp4", rng, jerky=True))
+    assert steady.shape == jerky.shape == (len(NAMES),)
+    named = lambda s: dict(zip(NAMES, s))
+    assert named(jerky)["jerk"] > 1.5 * named(steady)["jerk"]  # 1.80 against 0.77 here
+    assert 0 < named(steady)["moving_avg"] < 0.35  # the square (and its edge of flow), not the frame
+    still = statistics(np.zeros((5, 12, 16, 2), np.float32))
+    assert named(still)["moving_avg"] == 0 and named(still)["jerk"] == 0 and np.isfinite(still).all()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty.mp4"):
+        clip_statistics(str(tmp_path / "empty.mp4"))
+
+
+def test_motion_baseline_is_fitted_and_scored_on_the_folds(tmp_path):
+    rng = np.random.default_rng(1)
+    paths, labels, groups = [], [], []
+    for g in range(6):  # six sources, each with a steady and a jerky clip or two
+        for i in range(3):
+            jerky = i % 2 == 0 if g % 2 else i % 2 == 1
+            paths.append(_clip(tmp_path / f"s{g}_{i}.mp4", rng, jerky))
+            labels.append(int(jerky))
+            groups.append(f"s{g}")
+    listing = Listing(paths, labels, [20] * len(paths), ["steady", "jerky"], [], groups)
+    parts = fold_parts(listing, 3, 0.2, seed=0)
+    result = motion_baseline(listing, parts)
+    folds = result["per_fold"]
+    assert sum(f["test_clips"] for f in folds) == len(paths) and not result["skipped"]
+    assert result["summary"]["test_accuracy"]["mean"] == pytest.approx(np.mean([f["test_accuracy"] for f in folds]))
+    assert result["summary"]["test_accuracy"]["mean"] >= 0.8  # jerk separates them, in unseen sources too
+    assert result["sources"]["auroc"] >= 0.8 and result["sources"]["sources_with_both_classes"] == 6
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    listing.paths[0] = str(broken)  # a file that breaks after listing is left out and named
+    result = motion_baseline(listing, parts)
+    assert sum(f["test_clips"] for f in result["per_fold"]) == len(paths) - 1
+    assert len(result["skipped"]) == 1 and "broken.mp4" in result["skipped"][0]

@@ -7,7 +7,9 @@ validation clips that pick the checkpoint, so no fold's figure has seen its test
 is an ordinary run under OUT/fold<k>, trained from a manifest (OUT/fold<k>.csv) that holds the
 split, so `evaluate` and `export` work on it. cv.json holds every fold's test figures with their
 mean and standard deviation; cv.png plots them. Run the command again to resume: finished folds
-are read back, an interrupted one resumes from its last epoch.
+are read back, an interrupted one resumes from its last epoch. With `baseline`, a logistic
+regression on 28 motion statistics of each clip (`sora_tf.data.motion`) is fitted and scored on
+the same folds: what a model has to beat.
 """
 import csv
 import io
@@ -105,7 +107,8 @@ def plot_folds(result, path):
     plt.close(fig)
 
 
-def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=None, strict=False, fold_seed=None):
+def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=None, strict=False, fold_seed=None,
+                   baseline=False):
     """Train one run per fold (resuming an interrupted cv in `out`); returns cv.json's content.
 
     The folds are dealt with `fold_seed` (default: the config's seed), so that `--set seed=K`
@@ -181,9 +184,78 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
     if pooled is not None:
         save_text(os.path.join(out, "cv_predictions.csv"), pooled[0])
         result["sources"] = pooled[1]
+    if baseline:
+        result["baseline"] = motion_baseline(listing, parts)
     save_json(os.path.join(out, "cv.json"), result)
     plot_folds(result, os.path.join(out, "cv.png"))
     return result
+
+
+def motion_baseline(listing, parts):
+    """Test figures of a logistic regression on each clip's motion statistics, fitted on each
+    fold's training and validation clips (it has no checkpoint to pick) and scored on its test
+    clips. A clip whose statistics cannot be computed is left out of every fold, counted and named."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sora_tf.data.motion import NAMES, clip_statistics
+    from sora_tf.data.video import VideoError
+
+    def one(path, count):  # OpenCV's decoding and flow release the GIL
+        try:
+            return clip_statistics(path, count)
+        except VideoError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        stats = list(pool.map(one, listing.paths, listing.counts))
+    skipped = [s for s in stats if isinstance(s, str)]
+    for reason in skipped:
+        log.warning("baseline: left out %s", reason)
+    labels = np.asarray(listing.labels)
+    groups = listing.groups or [clip_group(p, None) for p in listing.paths]
+    per_fold, scores, truth, tested_groups = [], [], [], []
+    for k, (train, val, test) in enumerate(parts):
+        fit = [i for i in train + val if not isinstance(stats[i], str)]
+        test = [i for i in test if not isinstance(stats[i], str)]
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+        model.fit(np.stack([stats[i] for i in fit]), labels[fit])
+        p = np.zeros((len(test), len(listing.classes)))
+        p[:, model.classes_] = model.predict_proba(np.stack([stats[i] for i in test]))
+        confusion = np.zeros((len(listing.classes),) * 2, np.int64)
+        np.add.at(confusion, (labels[test], p.argmax(1)), 1)
+        per_fold.append({"fold": k, "test_clips": len(test), "test_accuracy": float(np.trace(confusion) / len(test)),
+                         "test_balanced_accuracy": balanced_accuracy(confusion.tolist())})
+        scores.append(p)
+        truth += labels[test].tolist()
+        tested_groups += [groups[i] for i in test]
+    result = {"features": len(NAMES), "model": "logistic regression (C=1) on standardised motion statistics",
+              "per_fold": per_fold,
+              "summary": {key: _summary([f[key] for f in per_fold]) for key in ("test_accuracy", "test_balanced_accuracy")},
+              "skipped": skipped}
+    if len(listing.classes) == 2:
+        truth = np.asarray(truth)
+        result["sources"] = ranking(truth == 0, np.concatenate(scores)[:, 0], np.asarray(tested_groups),
+                                    f"p_{listing.classes[0]}")
+    return result
+
+
+def ranking(y, score, groups, name):
+    """ROC AUC of `score` for the positives `y`, over all clips and over the pairs of a positive
+    and a negative clip of the same group (source)."""
+    from sklearn.metrics import roc_auc_score
+
+    right = pairs = 0.0
+    for g in set(groups):
+        pos, neg = score[(groups == g) & y], score[(groups == g) & ~y]
+        right += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+        pairs += pos.size * neg.size
+    return {"score": name, "auroc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None,
+            "within_source_auroc": float(right / pairs) if pairs else None, "within_source_pairs": int(pairs),
+            "sources_with_both_classes": int(sum(len(set(y[groups == g])) == 2 for g in set(groups)))}
 
 
 def pooled_predictions(out, folds, listing):
@@ -194,8 +266,6 @@ def pooled_predictions(out, folds, listing):
     how well it ranks them across sources (ROC AUC over all clips, and over the pairs of a
     positive and a negative clip of the same source): a model that judges the scene rather than
     the event ranks well within a source and worse across them."""
-    from sklearn.metrics import roc_auc_score
-
     group_of = dict(zip(listing.paths, listing.groups or [clip_group(p, None) for p in listing.paths]))
     rows = []
     for k in range(folds):
@@ -214,16 +284,7 @@ def pooled_predictions(out, folds, listing):
     positive = classes[0]  # the first class's probability is the score
     y = np.array([r["label"] == positive for r in rows])
     score = np.array([float(r[f"p_{positive}"]) for r in rows])
-    groups = np.array([r["group"] for r in rows])
-    right = pairs = 0.0
-    for g in set(groups):
-        pos, neg = score[(groups == g) & y], score[(groups == g) & ~y]
-        right += (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-        pairs += pos.size * neg.size
-    figures = {"score": f"p_{positive}", "auroc": float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else None,
-               "within_source_auroc": float(right / pairs) if pairs else None, "within_source_pairs": int(pairs),
-               "sources_with_both_classes": int(sum(len(set(y[groups == g])) == 2 for g in set(groups)))}
-    return text.getvalue(), figures
+    return text.getvalue(), ranking(y, score, np.array([r["group"] for r in rows]), f"p_{positive}")
 
 
 def describe(result):
@@ -238,4 +299,14 @@ def describe(result):
             + "  ".join(f"fold {f['fold']} {f['test_accuracy']:.3f}" for f in result["per_fold"])
             + (f"\nROC AUC of {src['score']}: {src['auroc']:.3f} over all clips, {src['within_source_auroc']:.3f} within a "
                f"source ({src['within_source_pairs']} pairs in {src['sources_with_both_classes']} sources)"
-               if (src := result.get("sources")) and src["within_source_pairs"] and src["auroc"] is not None else ""))
+               if (src := result.get("sources")) and src["within_source_pairs"] and src["auroc"] is not None else "")
+            + (_describe_baseline(b) if (b := result.get("baseline")) else ""))
+
+
+def _describe_baseline(b):
+    s, src = b["summary"], b.get("sources")
+    return (f"\nbaseline, {b['model']} ({b['features']} numbers a clip): test accuracy {s['test_accuracy']['mean']:.4f}"
+            f" +- {s['test_accuracy']['std']:.4f}  balanced {s['test_balanced_accuracy']['mean']:.4f}"
+            + (f"  ROC AUC {src['auroc']:.3f}, within a source {src['within_source_auroc']:.3f}"
+               if src and src["auroc"] is not None and src["within_source_pairs"] else "")
+            + (f"  ({len(b['skipped'])} clips left out)" if b["skipped"] else ""))
