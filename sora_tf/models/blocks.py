@@ -5,17 +5,17 @@ import numpy as np
 from keras import layers, ops
 
 
-def conv_stages(x, widths, norm=True, prefix="", momentum=0.99):
+def conv_stages(x, widths, norm=True, prefix=""):
     """Stride-2 3x3 conv stages (conv, optional BatchNorm, ReLU): each halves H and W."""
     for i, width in enumerate(widths):
         x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=not norm, name=f"{prefix}conv{i}")(x)
         if norm:
-            x = layers.BatchNormalization(momentum=momentum, name=f"{prefix}bn{i}")(x)
+            x = layers.BatchNormalization(name=f"{prefix}bn{i}")(x)
         x = layers.ReLU(name=f"{prefix}relu{i}")(x)
     return x
 
 
-def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True, momentum=0.99):
+def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True):
     """A per-frame CNN as a named `keras.Model`: [H, W, C] -> [feature_dim].
 
     Stride-2 stages down to a small grid, then Flatten + Dense rather than global pooling:
@@ -23,7 +23,7 @@ def frame_cnn(input_shape, widths, feature_dim, name="frame_cnn", norm=True, mom
     (global max pooling: -9 points on two folds of fight_surv, docs/sora_cls.md).
     """
     inputs = keras.Input(input_shape, name="frame")
-    x = layers.Flatten(name="flatten")(conv_stages(inputs, widths, norm, momentum=momentum))
+    x = layers.Flatten(name="flatten")(conv_stages(inputs, widths, norm))
     x = layers.Dense(feature_dim, activation="relu", name="features")(x)
     return keras.Model(inputs, x, name=name)
 

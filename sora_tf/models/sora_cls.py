@@ -34,8 +34,6 @@ class Config:
     # Model
     num_classes: int = 7
     cnn_widths: tuple = (24, 48, 64, 96)
-    head: str = "cnn"
-    bn_momentum: float = 0.99
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
     backbone: str = ""
@@ -159,20 +157,12 @@ class SoraCls(keras.Model):
             cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
                                config.frame_features, config.pixel_mean, config.pixel_std)
         else:
-            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features, momentum=config.bn_momentum)
+            cnn = frame_cnn((s, s, channels), config.cnn_widths, config.frame_features)
         sequences = config.pooling != "last"
         rnns = [rnn_layer(config, sequences or i < config.rnn_layers - 1, f"rnn{i}")
                 for i in range(config.rnn_layers)]
         # === Functional Model ===
         frames = keras.Input((t, s, s, 3), name="frames")
-        if config.head == "stats":
-            stats = StatsLayer(name="motion_stats")(layers.Identity(name="to_float", dtype="float32")(frames))
-            embedding = layers.BatchNormalization(momentum=0.9, name="embedding")(stats)
-            logits = layers.Dense(config.num_classes, name="logits")(embedding)
-            probabilities = layers.Softmax(name="probabilities", dtype="float32")(logits)
-            super().__init__(inputs=frames, outputs={"probabilities": probabilities, "embedding": embedding}, **kwargs)
-            self.config = config
-            return
         x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
         if config.frame_diff:
             x = FrameDiff(config.diff_scale, config.diff_clip, config.appearance, name="frame_diff")(x)
@@ -240,17 +230,6 @@ class RunningMean(layers.Layer):
         total = ops.minimum(total, count)
         total, count = total + x, count + 1.0
         return total / count, total, count
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class StatsLayer(layers.Layer):
-    def call(self, x):
-        from sora_tf.models._stats_proto import statistics
-        grey = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-        return statistics(grey)
-
-    def compute_output_shape(self, shape):
-        return (shape[0], 28)
 
 
 def build(config):
