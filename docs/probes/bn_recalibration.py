@@ -1,28 +1,40 @@
 """A probe, not part of the package: recompute the frame CNN's BatchNorm statistics of each
 finished fold run of a fight_surv `cv` over its training clips (eval sampling), and score the
 test clips before and after. `python docs/probes/bn_recalibration.py CV_DIR` (docs/sora_cls.md)."""
-import csv, sys, numpy as np, keras, tensorflow as tf
-import sora_tf.models.sora_cls
-from sora_tf.data.video import read_frames
+import csv
+import json
+import sys
+
+import keras
+import numpy as np
 from sklearn.metrics import roc_auc_score
+
+import sora_tf.models.sora_cls  # noqa: F401 (registers SoraCls for load_model)
+from sora_tf.data.sources import list_clips
+from sora_tf.data.video import read_frames
+
 cvdir = sys.argv[1]
+
+
 def clips(rows):
     out = []
     for r in rows:
         n = int(r["n"])
         out.append(read_frames(r["path"], np.round(np.linspace(0, n - 1, 16)).astype(int), (64, 64)))
     return np.stack(out).astype("float32")
-from sora_tf.data.sources import list_clips
-L = list_clips("/work/shared/data/fight_surv"); count = dict(zip(L.paths, L.counts))
+
+
+listing = list_clips(json.load(open(f"{cvdir}/cv_plan.json"))["data"])
+count = dict(zip(listing.paths, listing.counts))
 P0 = []; P1 = []; Y = []; acc0 = []; acc1 = []
 for k in range(5):
     m = keras.models.load_model(f"{cvdir}/fold{k}/best.keras", compile=False)
-    classes = __import__("json").load(open(f"{cvdir}/fold{k}/classes.json"))
+    classes = json.load(open(f"{cvdir}/fold{k}/classes.json"))
     rows = list(csv.DictReader(open(f"{cvdir}/fold{k}.csv")))
     for r in rows: r["n"] = count[r["path"]]
     train = clips([r for r in rows if r["split"] == "train"])
     test_rows = [r for r in rows if r["split"] == "test"]; test = clips(test_rows)
-    y = np.array([classes.index(r["label"]) if isinstance(classes, list) else classes["classes"].index(r["label"]) for r in test_rows])
+    y = np.array([classes.index(r["label"]) for r in test_rows])
     p0 = m.predict(test, batch_size=16, verbose=0)["probabilities"]
     cnn = m.get_layer("frame_features")
     sub = [v for v in vars(cnn).values() if isinstance(v, keras.Model)][0]
