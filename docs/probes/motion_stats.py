@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sora_tf.data.motion import statistics
+from sora_tf.train.cv import ranking
 
 
 def motion(path, mode, step, width):
@@ -57,17 +58,6 @@ def clip_statistics(path, mode="flow", step=3, width=160):
     return statistics(motion(path, mode, step, width))
 
 
-def within_source_auc(p, y, groups):
-    """ROC AUC over the (fight, calm) pairs of one source video."""
-    good = pairs = 0
-    for g in set(groups):
-        m = groups == g
-        a, b = p[m][y[m]], p[m][~y[m]]
-        good += (a[:, None] > b[None]).sum() + 0.5 * (a[:, None] == b[None]).sum()
-        pairs += a.size * b.size
-    return good / pairs
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cv_dir")
@@ -97,9 +87,10 @@ def main():
         p += list(pf); y += list(yf); g += [r["group"] for r in test]
         q += [np.mean(cnn[r["path"]]) for r in test] if cnn else []
     p, y, g = np.array(p), np.array(y), np.array(g)
+    ranked = ranking(y, p, g, "p_fight")
     print(f"{args.mode}, every {args.step} frame(s), {args.width} px: accuracy {np.mean(acc):.3f} ± {np.std(acc):.3f}"
-          f" (folds {' '.join(f'{a:.2f}' for a in acc)}), ROC AUC {roc_auc_score(y, p):.3f},"
-          f" within a source {within_source_auc(p, y, g):.3f}")
+          f" (folds {' '.join(f'{a:.2f}' for a in acc)}), ROC AUC {ranked['auroc']:.3f},"
+          f" within a source {ranked['within_source_auroc']:.3f}")
     if cnn:
         q = np.array(q)
         both = (p + q) / 2

@@ -7,6 +7,7 @@ magnitude changes (as Violent Flows does, Hassner et al. 2012), how spread its d
 how concentrated it is, and its divergence and curl. On fight_surv a logistic regression on them
 matched sora_cls across unseen sources (docs/sora_cls.md, "Fourth study").
 """
+import cv2
 import numpy as np
 
 from sora_tf.data.video import VideoError, probe, read_frames
@@ -21,8 +22,6 @@ NAMES = tuple(f"{stat}_{over}" for stat in ("mean", "p90", "moving") for over in
 
 def flows(frames):
     """[T-1, H, W, 2] Farneback flow between consecutive frames of uint8 RGB [T, H, W, 3]."""
-    import cv2
-
     grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     return np.stack([cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
                      for a, b in zip(grey[:-1], grey[1:])]).astype(np.float32)

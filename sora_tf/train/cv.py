@@ -25,11 +25,16 @@ from sora_tf.data.prepared import is_prepared
 from sora_tf.data.sources import clip_group, list_clips
 from sora_tf.data.split import grouped_split
 from sora_tf.runs import default_run_dir, load_json
-from sora_tf.train.metrics import balanced_accuracy, recalls
+from sora_tf.train.metrics import balanced_accuracy, classification_metrics, recalls
 
 log = logging.getLogger("sora_tf.train")
 
 PLAN = "cv_plan.json"
+
+
+def clip_groups(listing):
+    """Each clip's group (source video): the listing's, or one of its own where it has none."""
+    return listing.groups or [clip_group(p, None) for p in listing.paths]
 
 
 def fold_parts(listing, folds, val_fraction, seed, name="data"):
@@ -37,7 +42,7 @@ def fold_parts(listing, folds, val_fraction, seed, name="data"):
     `val_fraction` of all clips drawn from the rest. Clips without a group are their own group."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    groups = listing.groups or [clip_group(p, None) for p in listing.paths]
+    groups = clip_groups(listing)
     labels = np.asarray(listing.labels)
     try:
         dealt = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, groups))
@@ -216,7 +221,7 @@ def motion_baseline(listing, parts):
     for reason in skipped:
         log.warning("baseline: left out %s", reason)
     labels = np.asarray(listing.labels)
-    groups = listing.groups or [clip_group(p, None) for p in listing.paths]
+    groups = clip_groups(listing)
     per_fold, scores, truth, tested_groups = [], [], [], []
     for k, (train, val, test) in enumerate(parts):
         fit = [i for i in train + val if not isinstance(stats[i], str)]
@@ -225,10 +230,9 @@ def motion_baseline(listing, parts):
         model.fit(np.stack([stats[i] for i in fit]), labels[fit])
         p = np.zeros((len(test), len(listing.classes)))
         p[:, model.classes_] = model.predict_proba(np.stack([stats[i] for i in test]))
-        confusion = np.zeros((len(listing.classes),) * 2, np.int64)
-        np.add.at(confusion, (labels[test], p.argmax(1)), 1)
-        per_fold.append({"fold": k, "test_clips": len(test), "test_accuracy": float(np.trace(confusion) / len(test)),
-                         "test_balanced_accuracy": balanced_accuracy(confusion.tolist())})
+        metrics = classification_metrics(labels[test], p, listing.classes)
+        per_fold.append({"fold": k, "test_clips": len(test), "test_accuracy": metrics["accuracy"],
+                         "test_balanced_accuracy": metrics["balanced_accuracy"]})
         scores.append(p)
         truth += labels[test].tolist()
         tested_groups += [groups[i] for i in test]
@@ -266,7 +270,7 @@ def pooled_predictions(out, folds, listing):
     how well it ranks them across sources (ROC AUC over all clips, and over the pairs of a
     positive and a negative clip of the same source): a model that judges the scene rather than
     the event ranks well within a source and worse across them."""
-    group_of = dict(zip(listing.paths, listing.groups or [clip_group(p, None) for p in listing.paths]))
+    group_of = dict(zip(listing.paths, clip_groups(listing)))
     rows = []
     for k in range(folds):
         path = os.path.join(out, f"fold{k}", "predictions_test.csv")
