@@ -18,7 +18,14 @@ from sora_tf import export, models, train
 from sora_tf.config import override
 from sora_tf.export import parity, tflite
 
-MODELS = ["sora_cls", "sora_vaegan", "sora_det"]
+MODELS = ["sora_cls", "sora_cls recipe=motion", "sora_vaegan", "sora_det"]  # a name, and --set overrides
+
+
+def _model(key):
+    """(name, module, tiny config with the key's overrides) of a MODELS entry."""
+    name, *sets = key.split()
+    module = models.get(name)
+    return name, module, override(module.Config.tiny(), sets)
 
 
 def _clips(config, b=2):
@@ -61,10 +68,9 @@ TRAIN_BATCH = {"classify": _clip_batch, "generate": _clip_batch, "detect": _dete
 EXPORT_INPUTS = {"classify": _clip_export_inputs, "generate": _clip_export_inputs, "detect": _detection_export_inputs}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_build_train_step_save_reload(name, tmp_path):
-    module = models.get(name)
-    config = module.Config.tiny()
+@pytest.mark.parametrize("key", MODELS)
+def test_build_train_step_save_reload(key, tmp_path):
+    name, module, config = _model(key)
     model = module.build(config)
     x, y = TRAIN_BATCH[module.task](config)
     out = model(x, training=False)
@@ -84,10 +90,9 @@ def test_build_train_step_save_reload(name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
-def test_saved_model_and_float32_tflite_equal_keras(name, tmp_path):
-    module = models.get(name)
-    config = module.Config.tiny()
+@pytest.mark.parametrize("key", MODELS)
+def test_saved_model_and_float32_tflite_equal_keras(key, tmp_path):
+    name, module, config = _model(key)
     model = module.build(config)
     classes = [f"class{i}" for i in range(config.num_classes)]
     val, calib = EXPORT_INPUTS[module.task](config, tmp_path)
@@ -115,8 +120,8 @@ def test_parity_entry_measures_the_largest_difference():
 
 
 def test_every_model_meets_the_contract():
-    for name in MODELS:
-        module = models.get(name)
+    for key in MODELS:
+        name, module, _ = _model(key)
         assert dataclasses.is_dataclass(module.Config) and callable(module.Config.tiny)
         assert callable(train.task(name).fit) and callable(export.task(name).export)
         assert callable(train.task(name).prepare) and callable(train.task(name).default_data)
@@ -173,7 +178,7 @@ def test_unknown_model_and_bad_overrides():
 # builds moves them and runs saved before no longer load (or load into the wrong layers). Recorded
 # (tests/data/saved_weights.json) from the models the current default runs were saved with.
 SAVED_LAYOUT = os.path.join(os.path.dirname(__file__), "data", "saved_weights.json")
-LAYOUTS = {"sora_cls": (), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",), "sora_det": ()}
+LAYOUTS = {"sora_cls": (), "sora_cls recipe=motion": ("recipe=motion",), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",), "sora_det": ()}
 
 
 def _saved_layout(key, tmp_path):

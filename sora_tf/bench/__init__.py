@@ -17,6 +17,7 @@ STREAM_RECIPES = {
     "last state, the previous default": ["pooling=last"],
     "motion only": ["appearance=false"],
     "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
+    "motion recipe, auto's pick under 100 sources": ["recipe=motion"],
 }
 SECTIONS = ("input", "long", "train", "precision", "augment", "tflite", "stream", "detect", "index")
 
@@ -65,7 +66,7 @@ def main(argv=None):
             results["TFLite (LiteRT, XNNPACK)"] = bench_tflite(export_dir)
         if "stream" in only:
             base = sora_cls.Config()
-            recipes = {"default": base}
+            recipes = {"network, auto's pick from 100 sources": base}
             for name, sets in STREAM_RECIPES.items():
                 recipes[name] = override(base, sets)
             results["Streaming vs MoViNet-A0-Stream"] = bench_stream_vs_movinet(recipes)

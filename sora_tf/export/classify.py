@@ -15,6 +15,7 @@ TFLite: `<variant>.tflite` (`frames` float32 [1, T, S, S, 3] in [0, 255]) and
 A classifier gives `probabilities` and `embedding`, and its streaming form through
 `model.unrolled(implementation)`, `.stream(batch)`, `.stream_state_shapes()` and `.init_states()`.
 """
+import logging
 import os
 
 import numpy as np
@@ -26,8 +27,12 @@ from sora_tf.export.clips import export_inputs  # noqa: F401 (this task exports 
 from sora_tf.export.runtime import load_predictor
 from sora_tf.progress import bar
 
+log = logging.getLogger("sora_tf.export")
+
 CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
 STREAM_VARIANTS = ("float32", "int8", "int16x8")
+INTEGER_VARIANTS = ("int8", "int16x8")  # integer activations
+FLOAT_VARIANTS = tuple(v for v in CLIP_VARIANTS if v not in INTEGER_VARIANTS)
 
 
 def serving_functions(model, config, classes):
@@ -166,6 +171,13 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     "parity"}."""
     config = model.config
     val_clips, val_labels = val
+    if not getattr(model, "integer_tflite", True):  # the model says integer TFLite would not hold it
+        asked = [v for v in INTEGER_VARIANTS if variants is not None and v in variants]
+        if asked:
+            raise ValueError(f"{name} ({config.recipe} recipe) has no {'/'.join(asked)} TFLite form: its "
+                             f"computation does not hold in integers; ask for {', '.join(FLOAT_VARIANTS)}")
+        log.info("%s (%s recipe): float TFLite files only, no %s", name, config.recipe, "/".join(INTEGER_VARIANTS))
+        variants = [v for v in variants or CLIP_VARIANTS if v not in INTEGER_VARIANTS]
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     entries = [_entry("keras", reference, reference, val_labels)]
 

@@ -6,6 +6,8 @@ Every model module exposes the same contract, and generic code asks it nothing e
 - `task`: which task code fits, evaluates and exports it, `sora_tf/train/<task>.py` and
   `sora_tf/export/<task>.py`, shared by every model of that task.
 A model with a clip embedding also has `embed(frames) -> [B, D]` (`sora_tf/embedding` uses it).
+Optional: `Config.for_data(sources)`, the config for training data of that many sources (a task's
+`prepare` calls it), and `integer_tflite` on the model (False: float TFLite files only).
 Adding a model of an existing task is adding its file and its name to `tests/test_models.py`.
 """
 import importlib

@@ -5,6 +5,11 @@ its last state becomes a dense clip `embedding`; a softmax head classifies it. I
 in [0, 255] (uint8 or float) of shape [B, T, H, W, 3]; normalisation is part of the model, so
 what was trained is what gets exported.
 
+With few sources to learn from, the `motion` recipe replaces the network: 28 statistics of the
+clip's optical flow (`sora_tf/models/flow.py`), standardised, and a linear layer. On fight_surv
+(30 sources) it ranks unseen sources better than the network (docs/sora_cls.md, "Fifth study");
+`recipe="auto"` picks it for data of fewer than MOTION_SOURCES sources.
+
 Run it: `make train MODEL=sora_cls`, or `python -m sora_tf train --model sora_cls --preset tiny`.
 Design notes and measurements: docs/sora_cls.md.
 """
@@ -15,11 +20,18 @@ import numpy as np
 from keras import layers, ops
 
 from sora_tf.config import from_dict, validate_split
+from sora_tf.models import flow
 from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
 # sora_tf/export/classify.py), shared by every classifier in the zoo.
 task = "classify"
+
+# Training sources (distinct groups, or clips where the data names none) below which
+# `recipe="auto"` trains the motion statistics instead of the network. Measured at two points:
+# with 30 sources (fight_surv) the statistics win by 6 to 8 points on unseen sources, with 2,900
+# generated clips the network does (0.948 against 0.584); where between them it turns is unmeasured.
+MOTION_SOURCES = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +45,15 @@ class Config:
     pixel_std: tuple = (0.25, 0.25, 0.25)
     # Model
     num_classes: int = 7
+    # "network" (the CNN-RNN), "motion" (optical-flow statistics and a linear layer) or "auto":
+    # motion for training data of fewer than MOTION_SOURCES sources, else the network. The run
+    # saves what auto chose; a model built without data (auto unresolved) is the network.
+    recipe: str = "auto"
+    motion_size: int = 64  # the flow's frame side: image_size, or this when image_size is larger
+    motion_window: int = 9  # Lucas-Kanade window (pixels at that size) ...
+    motion_levels: int = 2  # ... pyramid levels ...
+    motion_iterations: int = 2  # ... and warped solves per level
+    motion_learning_rate: float = 0.03  # the motion recipe's (its 114 weights see 140 steps on fight_surv)
     cnn_widths: tuple = (24, 48, 64, 96)
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
@@ -95,10 +116,29 @@ class Config:
 
     @classmethod
     def tiny(cls):
-        """Seconds on two CPU cores: `python -m sora_tf train --model sora_cls --preset tiny`."""
+        """Seconds on two CPU cores: `python -m sora_tf train --model sora_cls --preset tiny`.
+        The network: the tiny data's 42 clips would pick the motion recipe (tests ask for it)."""
         return cls(num_frames=8, image_size=32, cnn_widths=(8, 16, 16), frame_features=32,
                    rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2,
-                   ema_momentum=0.0)  # off: tests that check the average turn it on
+                   ema_momentum=0.0, recipe="network")  # EMA off: tests that check the average turn it on
+
+    @property
+    def flow_size(self):
+        """The motion recipe's frame side for its flow."""
+        return min(self.image_size, self.motion_size)
+
+    def for_data(self, sources):
+        """This config for training data of `sources` sources: `recipe="auto"` resolved (the
+        network whenever a backbone or init_frame_cnn is given), and the motion recipe's training
+        settings (its learning rate, no pixel noise, the eval stride only)."""
+        few = sources < MOTION_SOURCES and not (self.backbone or self.init_frame_cnn)  # asked for a network's part
+        recipe = self.recipe if self.recipe != "auto" else "motion" if few else "network"
+        if recipe == "motion":
+            # No pixel noise: it makes flow where nothing moves. No shorter training strides: they
+            # shrink every magnitude the statistics measure. (fight_surv, fold 1: 0.51 with both.)
+            return dataclasses.replace(self, recipe=recipe, learning_rate=self.motion_learning_rate,
+                                       aug_noise_std=0.0, stride_range=1.0)
+        return dataclasses.replace(self, recipe=recipe)
 
     def validate(self):
         validate_split(self)
@@ -116,9 +156,23 @@ class Config:
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.recipe not in ("auto", "network", "motion"):
+            raise ValueError(f"recipe must be 'auto', 'network' or 'motion', got {self.recipe!r}")
+        coarsest = self.flow_size // 2 ** (self.motion_levels - 1)
+        if self.recipe == "motion" and (self.num_frames < 3 or coarsest <= max(self.motion_window // 2, 2)):
+            raise ValueError(f"the motion recipe needs num_frames >= 3, and a coarsest pyramid level (flow size / "
+                             f"2^(motion_levels - 1) = {coarsest} px) wider than motion_window // 2 and 2; got "
+                             f"num_frames={self.num_frames}, image_size={self.image_size}, motion_size={self.motion_size}, "
+                             f"motion_levels={self.motion_levels}, "
+                             f"motion_window={self.motion_window}")
+        if self.recipe == "motion" and (self.backbone or self.init_frame_cnn):
+            raise ValueError("backbone and init_frame_cnn are parts of the network: use recipe=network (or auto)")
+        if self.motion_window < 3 or self.motion_window % 2 == 0:
+            raise ValueError(f"motion_window must be odd and >= 3, got {self.motion_window}")
         if self.rnn not in ("lstm", "gru"):
             raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
-        for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers",
+        for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers", "motion_size", "motion_levels",
+                    "motion_iterations",
                     "embedding_dim", "epochs", "batch_size", "stride_range", "eval_views", "eval_crops"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -150,6 +204,9 @@ class SoraCls(keras.Model):
         config = config if isinstance(config, Config) else from_dict(Config, {"pooling": "last", **config})
         config.validate()
         t, s = config.num_frames, config.image_size
+        if config.recipe == "motion":
+            self._init_motion(config, **kwargs)
+            return
         # === Layers ===
         normalize = pixel_normalization(config.pixel_mean, config.pixel_std)
         channels = 6 if config.frame_diff and config.appearance else 3
@@ -180,6 +237,29 @@ class SoraCls(keras.Model):
         # === Config ===
         self.config = config
 
+    def _init_motion(self, config, **kwargs):
+        # === Layers ===
+        stats = MotionStatistics(config.flow_size, config.motion_window, config.motion_levels,
+                                 config.motion_iterations, name="motion_statistics")
+        # Momentum 0.9: at 0.99 the moving statistics still weigh their start by 0.25 after a
+        # fight_surv run's 140 steps, and the model failed (0.49, docs/sora_cls.md).
+        standardise = layers.BatchNormalization(momentum=0.9, name="embedding")
+        # === Functional Model ===
+        frames = keras.Input((config.num_frames, config.image_size, config.image_size, 3), name="frames")
+        embedding = standardise(stats(layers.Identity(name="to_float", dtype="float32")(frames)))
+        probabilities = layers.Softmax(name="probabilities", dtype="float32")(
+            layers.Dense(config.num_classes, name="logits")(embedding))
+        super().__init__(inputs=frames, outputs={"probabilities": probabilities, "embedding": embedding}, **kwargs)
+        # === Config ===
+        self.config = config
+
+    @property
+    def integer_tflite(self):
+        """Whether int8 and int16x8 TFLite files are offered. Not for the motion recipe: its flow
+        solve (products of gradients, a 2 x 2 inverse, sorts) has not been made to hold in integers,
+        and with 114 weights it has nothing to shrink."""
+        return self.config.recipe != "motion"
+
     def get_config(self):
         return {"config": dataclasses.asdict(self.config), "name": self.name, "trainable": self.trainable}
 
@@ -209,6 +289,8 @@ class SoraCls(keras.Model):
         same numbers, which the int8 stream tracks more closely (docs/sora_cls.md)."""
         copy = build(dataclasses.replace(self.config, unroll=True, backbone_weights=""))
         copy.set_weights(self.get_weights())
+        if self.config.recipe == "motion":
+            return copy
         for i in range(self.config.rnn_layers):
             copy.get_layer(f"rnn{i}").cell.implementation = implementation
         return copy
@@ -232,6 +314,51 @@ class RunningMean(layers.Layer):
         return total / count, total, count
 
 
+@keras.saving.register_keras_serializable("sora_tf")
+class MotionStatistics(layers.Layer):
+    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 28] statistics of their optical flow
+    (`sora_tf.models.flow.clip_statistics`); nothing to train, no gradient through it."""
+
+    def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
+
+    def call(self, frames):
+        return ops.stop_gradient(flow.clip_statistics(frames, self.size, self.window, self.levels, self.iterations))
+
+    def compute_output_shape(self, shape):
+        return (shape[0], flow.NUM_STATS)
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
+                "iterations": self.iterations}
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class MotionStep(layers.Layer):
+    """One step of the motion recipe's stream: frame [B, S, S, 3] and the state (the
+    `MotionState` tensors, and `started` [B, 1], 0 before the first frame) -> (statistics
+    [B, 28], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
+
+    def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
+
+    def call(self, frame, maps, sums, flows, started):
+        g = flow.grey(frame, self.size)
+        moved = flow.MotionState(maps, sums, flows).update(
+            flow.lk_flow(maps[..., 0], g, self.window, self.levels, self.iterations), g)
+        on = started > 0.5
+        kept = ops.concatenate([g[..., None], ops.zeros_like(maps[..., 1:])], -1)
+        state = flow.MotionState(ops.where(on[:, :, None, None], moved.maps, kept),
+                                 ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
+        return state.statistics(), state.maps, state.sums, state.flows
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
+                "iterations": self.iterations}
+
+
 def build(config):
     return SoraCls(config, name="sora_cls")
 
@@ -246,6 +373,9 @@ def stream_state_shapes(config):
     the start state.
     """
     s, units = config.image_size, config.rnn_units
+    if config.recipe == "motion":  # the running sums of `sora_tf.models.flow.MotionState`
+        f = config.flow_size
+        return {"state_maps": (f, f, 5), "state_sums": (flow.SUMS,), "state_flows": (1,), "state_started": (1,)}
     shapes = {"state_prev": (s, s, 3), "state_started": (1,)} if config.frame_diff else {}
     for i in range(config.rnn_layers):
         shapes[f"state_h{i}"] = (units,)
@@ -271,6 +401,8 @@ def stream_model(clip_model, batch=None):
     config = clip_model.config
     s = config.image_size
     shapes = stream_state_shapes(config)
+    if config.recipe == "motion":
+        return motion_stream_model(clip_model, batch)
     # === Layers ===
     normalize = pixel_normalization(config.pixel_mean, config.pixel_std)  # fixed, nothing to share
     cnn = clip_model.get_layer("frame_features").layer
@@ -306,4 +438,24 @@ def stream_model(clip_model, batch=None):
     probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
     return keras.Model({"frame": frame, **state},
                        {"probabilities": probabilities, "embedding": embedding, **new_state},
+                       name=f"{clip_model.name}_stream")
+
+
+def motion_stream_model(clip_model, batch=None):
+    """The streaming form of the motion recipe: each frame adds its flow from the last one to
+    the running sums, and the statistics so far go through the clip model's layers."""
+    config = clip_model.config
+    s = config.image_size
+    frame = keras.Input((s, s, 3), batch_size=batch, name="frame")
+    state = {k: keras.Input(v, batch_size=batch, name=k) for k, v in stream_state_shapes(config).items()}
+    step = MotionStep(config.flow_size, config.motion_window, config.motion_levels, config.motion_iterations,
+                      name="motion_step")
+    stats, maps, sums, flows = step(
+        layers.Identity(dtype="float32")(frame), state["state_maps"], state["state_sums"],
+        state["state_flows"], state["state_started"])
+    embedding = clip_model.get_layer("embedding")(stats)
+    probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
+    new_state = {"state_maps": maps, "state_sums": sums, "state_flows": flows,
+                 "state_started": ops.ones_like(state["state_started"])}
+    return keras.Model({"frame": frame, **state}, {"probabilities": probabilities, "embedding": embedding, **new_state},
                        name=f"{clip_model.name}_stream")

@@ -109,6 +109,13 @@ def prepare(config, data, out, resuming, first_epoch, strict):
     else:
         split = make_split(listing, config)
         save_json(os.path.join(out, "split.json"), split)
+    if hasattr(config, "for_data"):  # a recipe that depends on how many sources there are to learn from
+        train = split["train"]
+        sources = len({listing.groups[i] for i in train}) if listing.groups else len(train)
+        config = config.for_data(sources)
+        config.validate()
+        log.info("%d training sources (%s): the %s recipe", sources,
+                 "groups" if listing.groups else "clips, no groups named", config.recipe)
     if getattr(config, "monitor", None) == "auto":
         # On a small validation part the checkpoint any figure picks is luck: accuracy moves in
         # steps of 1/n, and the loss kept a barely trained first epoch in 5 of 15 fight_surv fold
