@@ -153,3 +153,8 @@ def test_auto_picks_motion_for_few_sources_and_the_run_exports(tiny_data, tmp_pa
         parity = {e["artifact"]: e for e in json.load(f)}
     for name in ("saved_model", "tflite_float32", "tflite_stream_float32", "tflite_dynamic"):
         assert parity[name]["max_abs_diff"] < 1e-4 and parity[name]["top1_agreement"] == 1.0, parity[name]
+    capsys.readouterr()
+    video = os.path.join(tiny_data, "up", "up_0001.mp4")
+    assert main(["stream", "--model", str(folder / "stream_float32.tflite"), video]) == 0  # the stream command runs it
+    printed = capsys.readouterr().out
+    assert printed.count("frame ") == 16 and json.loads(printed[printed.index("{"):])["frames"] == 16
