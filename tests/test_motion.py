@@ -105,6 +105,7 @@ def test_the_recipe_follows_the_number_of_sources():
     assert (few.aug_noise_std, few.stride_range) == (0.0, 1.0)
     assert (many.recipe, many.learning_rate) == ("network", auto.learning_rate)
     assert dataclasses.replace(auto, backbone="mobilenet_v3_small").for_data(3).recipe == "network"
+    assert dataclasses.replace(auto, num_frames=1).for_data(3).recipe == "network"  # no flow in one frame
     pinned = dataclasses.replace(auto, recipe="network")
     assert pinned.for_data(3) == pinned
     # A model built without data (no choice made) is the network, as runs saved before recipes were.

@@ -74,7 +74,7 @@ def test_one_frame_model_stays_near_chance_on_directions(tmp_path):
     with open(os.path.join(data, "manifest.csv")) as f, open(manifest, "w") as g:
         g.writelines(line for line in f if line.split(",")[-1].strip() in ("label", "left", "right", "up", "down"))
     run = train("sora_cls", manifest, str(tmp_path / "one_frame"), epochs=30, verbose=0,
-                sets=["num_frames=1", "batch_size=8", "val_fraction=0.25", "patience=30"])
+                sets=["recipe=network", "num_frames=1", "batch_size=8", "val_fraction=0.25", "patience=30"])
     metrics = evaluate(run)
     assert history_epochs(run) == list(range(30)), "the one-frame model got its full training budget"
     assert metrics["accuracy"] < 0.45, metrics["accuracy"]  # chance is 0.25 over four directions

@@ -129,16 +129,24 @@ class Config:
 
     def for_data(self, sources):
         """This config for training data of `sources` sources: `recipe="auto"` resolved (the
-        network whenever a backbone or init_frame_cnn is given), and the motion recipe's training
-        settings (its learning rate, no pixel noise, the eval stride only)."""
-        few = sources < MOTION_SOURCES and not (self.backbone or self.init_frame_cnn)  # asked for a network's part
-        recipe = self.recipe if self.recipe != "auto" else "motion" if few else "network"
-        if recipe == "motion":
-            # No pixel noise: it makes flow where nothing moves. No shorter training strides: they
-            # shrink every magnitude the statistics measure. (fight_surv, fold 1: 0.51 with both.)
-            return dataclasses.replace(self, recipe=recipe, learning_rate=self.motion_learning_rate,
-                                       aug_noise_std=0.0, stride_range=1.0)
-        return dataclasses.replace(self, recipe=recipe)
+        network whenever a backbone or init_frame_cnn is given, or the frames are too few or
+        small for the flow), and the motion recipe's training settings (its learning rate, no
+        pixel noise, the eval stride only)."""
+        if self.recipe == "network":
+            return self
+        # No pixel noise: it makes flow where nothing moves. No shorter training strides: they
+        # shrink every magnitude the statistics measure. (fight_surv, fold 1: 0.51 with both.)
+        motion = dataclasses.replace(self, recipe="motion", learning_rate=self.motion_learning_rate,
+                                     aug_noise_std=0.0, stride_range=1.0)
+        if self.recipe == "motion":
+            return motion
+        if sources >= MOTION_SOURCES or self.backbone or self.init_frame_cnn:  # the last two: parts of a network
+            return dataclasses.replace(self, recipe="network")
+        try:
+            motion.validate()
+        except ValueError:  # too few frames or pixels for its flow
+            return dataclasses.replace(self, recipe="network")
+        return motion
 
     def validate(self):
         validate_split(self)
