@@ -31,8 +31,6 @@ log = logging.getLogger("sora_tf.export")
 
 CLIP_VARIANTS = ("float32", "float16", "dynamic", "int8", "int16x8")
 STREAM_VARIANTS = ("float32", "int8", "int16x8")
-INTEGER_VARIANTS = ("int8", "int16x8")  # integer activations
-FLOAT_VARIANTS = tuple(v for v in CLIP_VARIANTS if v not in INTEGER_VARIANTS)
 
 
 def serving_functions(model, config, classes):
@@ -171,13 +169,13 @@ def export(model, classes, root, name, val, calib, info, variants=None):
     "parity"}."""
     config = model.config
     val_clips, val_labels = val
-    if not getattr(model, "integer_tflite", True):  # the model says integer TFLite would not hold it
-        asked = [v for v in INTEGER_VARIANTS if variants is not None and v in variants]
-        if asked:
-            raise ValueError(f"{name} ({config.recipe} recipe) has no {'/'.join(asked)} TFLite form: its "
-                             f"computation does not hold in integers; ask for {', '.join(FLOAT_VARIANTS)}")
-        log.info("%s (%s recipe): float TFLite files only, no %s", name, config.recipe, "/".join(INTEGER_VARIANTS))
-        variants = [v for v in variants or CLIP_VARIANTS if v not in INTEGER_VARIANTS]
+    offered = getattr(model, "tflite_variants", None) or CLIP_VARIANTS  # a model may offer fewer
+    missing = [v for v in variants or () if v not in offered]
+    if missing:
+        raise ValueError(f"this {name} run has no {'/'.join(missing)} TFLite form; it offers {', '.join(offered)}")
+    if len(offered) < len(CLIP_VARIANTS):
+        log.info("%s: TFLite %s only (the model offers no other)", name, ", ".join(offered))
+    variants = [v for v in variants or offered if v in offered]
     reference = np.asarray(model.predict(val_clips, batch_size=16, verbose=0)["probabilities"])
     entries = [_entry("keras", reference, reference, val_labels)]
 

@@ -166,11 +166,7 @@ class MotionState:
         out = []
         for k in range(3):
             out += [mean[:, k], std[:, k], s[:, 6 + k], std[:, k] / (mean[:, k] + 1e-3)]
-        fraction = self.maps[..., 3] / tf.maximum(self.flows - 1.0, 1.0)[:, :, None]
-        for k in range(10):
-            inside = fraction >= k / 10
-            inside = inside & (fraction < (k + 1) / 10) if k < 9 else inside
-            out.append(tf.reduce_mean(tf.cast(inside, tf.float32), [1, 2]))
+        out += tf.unstack(change_histogram(self.maps[..., 3], tf.maximum(self.flows - 1.0, 1.0)), axis=-1)
         m_sum, m_moving, moving, jerk, jerk_moving, moving_later, div, curl = tf.unstack(s[:, 9:17], axis=-1)
         flows = n[:, 0]
         out.append((jerk / tf.maximum(flows - 1.0, 1.0)) / (m_sum / (pixels * flows) + 1e-3))
@@ -183,6 +179,21 @@ class MotionState:
         out.append(tf.reduce_sum(top, -1) / (tf.reduce_sum(energy, -1) + 1e-6 * flows))
         out += [div / tf.maximum(moving, 1.0), curl / tf.maximum(moving, 1.0)]
         return tf.stack(out, -1)
+
+
+def change_histogram(counts, changes):
+    """np.histogram(counts / changes, 10, (0, 1)) / pixels, per batch item, for pixel counts
+    [N, H, W] out of `changes` [N, 1]. Compared as integers (count * 10 against bin * changes):
+    a fraction on a bin edge (7 / 14 = 0.5) then falls in the same bin under XLA, whose division
+    by a reciprocal gives 0.49999997, as in TensorFlow and TFLite."""
+    tenfold = counts * 10.0
+    changes = changes[:, :, None]
+    bins = []
+    for k in range(10):
+        inside = tenfold >= k * changes
+        inside = inside & (tenfold < (k + 1) * changes) if k < 9 else inside
+        bins.append(tf.reduce_mean(tf.cast(inside, tf.float32), [1, 2]))
+    return tf.stack(bins, -1)
 
 
 def _percentile90(m):

@@ -262,11 +262,12 @@ class SoraCls(keras.Model):
         self.config = config
 
     @property
-    def integer_tflite(self):
-        """Whether int8 and int16x8 TFLite files are offered. Not for the motion recipe: its flow
-        solve (products of gradients, a 2 x 2 inverse, sorts) has not been made to hold in integers,
-        and with 114 weights it has nothing to shrink."""
-        return self.config.recipe != "motion"
+    def tflite_variants(self):
+        """The TFLite clip variants its export offers (streams: those of them that have one). The
+        motion recipe: float32 only. Its 2 x 2 solve multiplies squared gradients (up to 10^9)
+        and divides small differences of them, beyond float16 (the float16 file gave NaN) and
+        integers; and its 114 weights leave nothing to shrink."""
+        return ("float32",) if self.config.recipe == "motion" else None
 
     def get_config(self):
         return {"config": dataclasses.asdict(self.config), "name": self.name, "trainable": self.trainable}
