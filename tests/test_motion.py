@@ -1,4 +1,4 @@
-"""sora_cls's motion recipe: the optical flow in TF ops, its 28 statistics as running sums, the
+"""sora_cls's motion recipe: the optical flow in TF ops, its 36 statistics as running sums, the
 stream against the clip, the recipe chosen by how many sources there are, and what it exports."""
 import dataclasses
 import json
@@ -61,10 +61,16 @@ def test_running_statistics_are_the_baselines_numbers():
     try:
         motion.MOVING = flow.MOVING * 40  # the baseline's threshold is in pixels at its width
         for clip, row in zip(flows, got):
-            np.testing.assert_allclose(row, motion.statistics(clip), rtol=2e-4, atol=2e-5)
+            np.testing.assert_allclose(row[:28], motion.statistics(clip), rtol=2e-4, atol=2e-5)
+            m = np.hypot(clip[..., 0], clip[..., 1])
+            moving = m > motion.MOVING
+            shares = np.histogram(np.arctan2(clip[..., 1], clip[..., 0])[moving], 8, (-np.pi, np.pi),
+                                  weights=m[moving])[0]
+            np.testing.assert_allclose(row[28:], shares / shares.sum(), rtol=2e-4, atol=2e-5)
     finally:
         motion.MOVING = motion_moving
-    assert got.shape == (2, flow.NUM_STATS) == (2, len(motion.NAMES))
+    assert got.shape == (2, flow.NUM_STATS) == (2, len(motion.NAMES) + 8)
+    assert np.argmax(got[1, 28:]) == 3  # the block moving right and up: bin [-pi/4, 0) has the largest share
 
 
 def test_change_histogram_is_numpys_edges_included():

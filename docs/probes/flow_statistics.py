@@ -3,11 +3,12 @@ ops) against the baseline's (Farneback, `sora_tf.data.motion`), each in the base
 regression over six grouped 5-fold deals of a class-per-folder dataset (docs/sora_cls.md,
 "Fifth study").
 
-    python docs/probes/flow_statistics.py ../shared/data/fight_surv [--size 64] [--window 9]
-        [--levels 2] [--iterations 2] [--farneback]
+    python docs/probes/flow_statistics.py DATA [--size 64] [--window 9] [--levels 2]
+        [--iterations 2] [--farneback] [--directions] [--clips N]
 
 16 frames spread over each video, as sora_cls samples them, squashed to size x size as its
-pipeline resizes them (INTER_AREA).
+pipeline resizes them (INTER_AREA). The 28 numbers of the baseline; --directions adds the recipe's
+8 direction shares; --clips N takes N clips at random (seed 0).
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +31,12 @@ def main():
     p.add_argument("--levels", type=int, default=2)
     p.add_argument("--iterations", type=int, default=2)
     p.add_argument("--farneback", action="store_true", help="the baseline's flow instead, at the same size")
+    p.add_argument("--directions", action="store_true", help="with the 8 direction shares (recipe flow only)")
+    p.add_argument("--clips", type=int, default=0)
     args = p.parse_args()
     listing = list_clips(args.data)
+    if args.clips:
+        listing = listing.subset(sorted(np.random.default_rng(0).permutation(len(listing.paths))[:args.clips]))
 
     def frames(i):
         n = listing.counts[i]
@@ -44,14 +49,15 @@ def main():
         stats = [motion.statistics(motion.flows(c)) for c in clips]
     else:
         fn = tf.function(lambda x: flow.clip_statistics(x, args.size, args.window, args.levels, args.iterations))
-        stats = [fn(tf.constant(c[None], tf.float32)).numpy()[0].astype(np.float64) for c in clips]
+        keep = flow.NUM_STATS if args.directions else 28
+        stats = [fn(tf.constant(c[None], tf.float32)).numpy()[0, :keep].astype(np.float64) for c in clips]
     cached = dict(zip(listing.paths, stats))
     motion.clip_statistics = lambda path, count=None: cached[path]  # what motion_baseline calls
     accuracy, auroc = [], []
     for seed in range(6):
         result = cv.motion_baseline(listing, cv.fold_parts(listing, 5, 0.2, seed))
         accuracy.append(result["summary"]["test_accuracy"]["mean"])
-        auroc.append(result["sources"]["auroc"])
+        auroc.append(result.get("sources", {}).get("auroc", float("nan")))  # two classes only
         print(f"fold seed {seed}: accuracy {accuracy[-1]:.3f}  ROC AUC {auroc[-1]:.3f}", flush=True)
     print(f"fold seeds 0-5: accuracy {np.mean(accuracy):.3f} ({min(accuracy):.3f}-{max(accuracy):.3f}), "
           f"ROC AUC {np.mean(auroc):.3f} ({min(auroc):.3f}-{max(auroc):.3f})")

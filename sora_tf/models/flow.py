@@ -3,8 +3,11 @@
 `lk_flow` is dense pyramidal Lucas-Kanade: Sobel gradients, a box window, a 2 x 2 solve per
 pixel, and the second frame warped by the flow so far (bilinear gathers) on each iteration. It
 uses only ops that TFLite has as builtins. The statistics are the 28 of `sora_tf.data.motion`
-(what `cv --baseline` fits), written as running sums over the flows, so that a clip and a
-stream fed the same frames give the same numbers: `MotionState.update` takes one flow at a time.
+(what `cv --baseline` fits) and the share of motion in each of 8 directions, written as running
+sums over the flows, so that a clip and a stream fed the same frames give the same numbers:
+`MotionState.update` takes one flow at a time. (The 28 see how things move, not which way: on
+300 generated clips of direction classes they read 0.36 in a logistic regression, 0.61 with
+the 8 shares; on fight_surv 0.772 and 0.769.)
 On fight_surv these statistics of this flow at 64 x 64 read 0.772 (ROC AUC 0.878) across six
 fold deals in a logistic regression, Farneback's at 120 x 160 0.788 (0.865) (docs/sora_cls.md,
 "Fifth study").
@@ -12,7 +15,7 @@ fold deals in a logistic regression, Farneback's at 120 x 160 0.788 (0.865) (doc
 import numpy as np
 import tensorflow as tf
 
-NUM_STATS = 28
+NUM_STATS = 28 + 8
 DAMPING = 1.0  # grey levels squared per pixel squared, added to the window's gradient moments
 MOVING = 1.0 / 160  # flow (pixels) over frame width: below it a pixel counts as still
 _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8
@@ -158,7 +161,9 @@ class MotionState:
         return MotionState(maps, sums, self.flows + 1.0)
 
     def statistics(self):
-        """[N, NUM_STATS]: the numbers of sora_tf.data.motion.statistics over the flows so far."""
+        """[N, NUM_STATS]: the numbers of sora_tf.data.motion.statistics over the flows so far,
+        then the share of the moving pixels' magnitude in each of 8 bins of atan2(v, u) over
+        [-pi, pi] (the bins of the baseline's direction entropy; v points down)."""
         s, n = self.sums, tf.maximum(self.flows, 1.0)
         pixels = float(self.maps.shape[1] * self.maps.shape[2])
         mean = s[:, 0:3] / n
@@ -174,11 +179,12 @@ class MotionState:
         out.append(tf.where(moving_later > 0, (jerk_moving / tf.maximum(moving_later, 1.0)) / (mean_moving + 1e-3), 0.0))
         p = s[:, 17:] / (tf.reduce_sum(s[:, 17:], -1, keepdims=True) + 1e-9)
         out.append(tf.where(moving > 0, -tf.reduce_sum(p * tf.math.log(p + 1e-9), -1), 0.0))
+        directions = p
         energy = tf.reshape(self.maps[..., 4], [-1, int(pixels)])
         top = tf.math.top_k(energy, max(1, energy.shape[-1] // 20)).values
         out.append(tf.reduce_sum(top, -1) / (tf.reduce_sum(energy, -1) + 1e-6 * flows))
         out += [div / tf.maximum(moving, 1.0), curl / tf.maximum(moving, 1.0)]
-        return tf.stack(out, -1)
+        return tf.concat([tf.stack(out, -1), directions], -1)
 
 
 def change_histogram(counts, changes):

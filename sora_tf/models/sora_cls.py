@@ -5,7 +5,7 @@ its last state becomes a dense clip `embedding`; a softmax head classifies it. I
 in [0, 255] (uint8 or float) of shape [B, T, H, W, 3]; normalisation is part of the model, so
 what was trained is what gets exported.
 
-With few sources to learn from, the `motion` recipe replaces the network: 28 statistics of the
+With few sources to learn from, the `motion` recipe replaces the network: 36 statistics of the
 clip's optical flow (`sora_tf/models/flow.py`), standardised, and a linear layer. On fight_surv
 (30 sources) it ranks unseen sources better than the network (docs/sora_cls.md, "Fifth study");
 `recipe="auto"` picks it for data of fewer than MOTION_SOURCES sources.
@@ -53,7 +53,7 @@ class Config:
     motion_window: int = 9  # Lucas-Kanade window (pixels at that size) ...
     motion_levels: int = 2  # ... pyramid levels ...
     motion_iterations: int = 2  # ... and warped solves per level
-    motion_learning_rate: float = 0.03  # the motion recipe's (its 114 weights see 140 steps on fight_surv)
+    motion_learning_rate: float = 0.03  # the motion recipe's (its 146 weights see 140 steps on fight_surv)
     cnn_widths: tuple = (24, 48, 64, 96)
     # A keras.applications frame CNN instead of ours ("mobilenet_v3_small", "mobilenet_v3_large",
     # "efficientnet_b0"), with `backbone_weights`: "" (random), "imagenet" (downloads) or a file.
@@ -266,7 +266,7 @@ class SoraCls(keras.Model):
         """The TFLite clip variants its export offers (streams: those of them that have one). The
         motion recipe: float32 only. Its 2 x 2 solve multiplies squared gradients (up to 10^9)
         and divides small differences of them, beyond float16 (the float16 file gave NaN) and
-        integers; and its 114 weights leave nothing to shrink."""
+        integers; and its 146 weights leave nothing to shrink."""
         return ("float32",) if self.config.recipe == "motion" else None
 
     def get_config(self):
@@ -325,7 +325,7 @@ class RunningMean(layers.Layer):
 
 @keras.saving.register_keras_serializable("sora_tf")
 class MotionStatistics(layers.Layer):
-    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 28] statistics of their optical flow
+    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 36] statistics of their optical flow
     (`sora_tf.models.flow.clip_statistics`); nothing to train, no gradient through it."""
 
     def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
@@ -347,7 +347,7 @@ class MotionStatistics(layers.Layer):
 class MotionStep(layers.Layer):
     """One step of the motion recipe's stream: frame [B, S, S, 3] and the state (the
     `MotionState` tensors, and `started` [B, 1], 0 before the first frame) -> (statistics
-    [B, 28], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
+    [B, 36], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
 
     def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
         super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
