@@ -323,20 +323,12 @@ class RunningMean(layers.Layer):
         return total / count, total, count
 
 
-@keras.saving.register_keras_serializable("sora_tf")
-class MotionStatistics(layers.Layer):
-    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 36] statistics of their optical flow
-    (`sora_tf.models.flow.clip_statistics`); nothing to train, no gradient through it."""
+class _FlowLayer(layers.Layer):
+    """A float32 layer with the motion recipe's flow settings (no weights)."""
 
     def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
         super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
         self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
-
-    def call(self, frames):
-        return ops.stop_gradient(flow.clip_statistics(frames, self.size, self.window, self.levels, self.iterations))
-
-    def compute_output_shape(self, shape):
-        return (shape[0], flow.NUM_STATS)
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
@@ -344,14 +336,22 @@ class MotionStatistics(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("sora_tf")
-class MotionStep(layers.Layer):
+class MotionStatistics(_FlowLayer):
+    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 36] statistics of their optical flow
+    (`sora_tf.models.flow.clip_statistics`); nothing to train, no gradient through it."""
+
+    def call(self, frames):
+        return ops.stop_gradient(flow.clip_statistics(frames, self.size, self.window, self.levels, self.iterations))
+
+    def compute_output_shape(self, shape):
+        return (shape[0], flow.NUM_STATS)
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class MotionStep(_FlowLayer):
     """One step of the motion recipe's stream: frame [B, S, S, 3] and the state (the
     `MotionState` tensors, and `started` [B, 1], 0 before the first frame) -> (statistics
     [B, 36], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
-
-    def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
-        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
-        self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
 
     def call(self, frame, maps, sums, flows, started):
         g = flow.grey(frame, self.size)
@@ -362,10 +362,6 @@ class MotionStep(layers.Layer):
         state = flow.MotionState(ops.where(on[:, :, None, None], moved.maps, kept),
                                  ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
         return state.statistics(), state.maps, state.sums, state.flows
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
-                "iterations": self.iterations}
 
 
 def build(config):
