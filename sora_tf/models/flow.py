@@ -1,4 +1,5 @@
-"""Optical flow and motion statistics in TensorFlow ops, for `sora_cls`'s `recipe="motion"`.
+"""Optical flow and motion statistics in TensorFlow ops, and the clip and stream graphs of
+`sora_cls`'s `recipe="motion"` built on them.
 
 `lk_flow` is dense pyramidal Lucas-Kanade: Sobel gradients, a box window, a 2 x 2 solve per
 pixel, and the second frame warped by the flow so far (bilinear gathers) on each iteration. It
@@ -12,8 +13,10 @@ On fight_surv these statistics of this flow at 64 x 64 read 0.772 (ROC AUC 0.878
 fold deals in a logistic regression, Farneback's at 120 x 160 0.788 (0.865) (docs/sora_cls.md,
 "Fifth study").
 """
+import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers, ops
 
 NUM_STATS = 28 + 8
 DAMPING = 1.0  # grey levels squared per pixel squared, added to the window's gradient moments
@@ -67,8 +70,9 @@ def lk_flow(a, b, window=9, levels=2, iterations=2):
         pyramid.append(tuple(_conv(p, _BINOMIAL[:, :, None], 2) for p in pyramid[-1]))
     flow = None
     for first, second in reversed(pyramid):
+        coarsest = flow is None  # where the flow starts at zero
         h, w = first.shape[1], first.shape[2]
-        flow = (tf.zeros_like(tf.concat([first, first], -1)) if flow is None
+        flow = (tf.zeros_like(tf.concat([first, first], -1)) if coarsest
                 else 2.0 * tf.image.resize(flow, [h, w], "bilinear"))
         grad = _conv(first, np.stack([_SOBEL_X, _SOBEL_X.T], -1))
         ix, iy = grad[..., :1], grad[..., 1:]
@@ -78,8 +82,7 @@ def lk_flow(a, b, window=9, levels=2, iterations=2):
         ixx, iyy, ixy = moments[..., 0] + DAMPING, moments[..., 1] + DAMPING, moments[..., 2]
         det = ixx * iyy - ixy * ixy
         for k in range(iterations):
-            still = k == 0 and first.shape[1] == pyramid[-1][0].shape[1]  # the first solve at the top: flow 0
-            it = (second if still else _warp(second, flow)) - first
+            it = (second if coarsest and k == 0 else _warp(second, flow)) - first  # a zero flow warps nothing
             mismatch = _box(tf.concat([ix * it, iy * it], -1), window)
             bx, by = -mismatch[..., 0], -mismatch[..., 1]
             flow = flow + tf.stack([(iyy * bx - ixy * by) / det, (ixx * by - ixy * bx) / det], -1)
@@ -179,19 +182,18 @@ class MotionState:
         out.append(tf.where(moving_later > 0, (jerk_moving / tf.maximum(moving_later, 1.0)) / (mean_moving + 1e-3), 0.0))
         p = s[:, 17:] / (tf.reduce_sum(s[:, 17:], -1, keepdims=True) + 1e-9)
         out.append(tf.where(moving > 0, -tf.reduce_sum(p * tf.math.log(p + 1e-9), -1), 0.0))
-        directions = p
         energy = tf.reshape(self.maps[..., 4], [-1, int(pixels)])
         top = tf.math.top_k(energy, max(1, energy.shape[-1] // 20)).values
         out.append(tf.reduce_sum(top, -1) / (tf.reduce_sum(energy, -1) + 1e-6 * flows))
         out += [div / tf.maximum(moving, 1.0), curl / tf.maximum(moving, 1.0)]
-        return tf.concat([tf.stack(out, -1), directions], -1)
+        return tf.concat([tf.stack(out, -1), p], -1)  # then the direction shares
 
 
 def change_histogram(counts, changes):
     """np.histogram(counts / changes, 10, (0, 1)) / pixels, per batch item, for pixel counts
-    [N, H, W] out of `changes` [N, 1]. Compared as integers (count * 10 against bin * changes):
-    a fraction on a bin edge (7 / 14 = 0.5) then falls in the same bin under XLA, whose division
-    by a reciprocal gives 0.49999997, as in TensorFlow and TFLite."""
+    [N, H, W] out of `changes` [N, 1]. Compared as integers (count * 10 against bin * changes),
+    so a fraction on a bin edge (7 / 14 = 0.5) falls in one bin however the graph is run: while
+    this divided, Keras `predict` and eager calls binned such pixels apart on real clips."""
     tenfold = counts * 10.0
     changes = changes[:, :, None]
     bins = []
@@ -227,3 +229,84 @@ def clip_statistics(frames, size, window=9, levels=2, iterations=2):
     for k in range(t - 1):
         state = state.update(flows[:, k], g[:, k + 1])
     return state.statistics()
+
+
+class _FlowLayer(layers.Layer):
+    """A float32 layer with the motion recipe's flow settings (no weights)."""
+
+    def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
+                "iterations": self.iterations}
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class MotionStatistics(_FlowLayer):
+    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 36] statistics of their optical flow
+    (`clip_statistics`); nothing to train, no gradient through it."""
+
+    def call(self, frames):
+        return ops.stop_gradient(clip_statistics(frames, self.size, self.window, self.levels, self.iterations))
+
+    def compute_output_shape(self, shape):
+        return (shape[0], NUM_STATS)
+
+
+@keras.saving.register_keras_serializable("sora_tf")
+class MotionStep(_FlowLayer):
+    """One step of the motion recipe's stream: frame [B, S, S, 3] and the state (the
+    `MotionState` tensors, and `started` [B, 1], 0 before the first frame) -> (statistics
+    [B, 36], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
+
+    def call(self, frame, maps, sums, flows, started):
+        g = grey(frame, self.size)
+        moved = MotionState(maps, sums, flows).update(
+            lk_flow(maps[..., 0], g, self.window, self.levels, self.iterations), g)
+        on = started > 0.5
+        kept = ops.concatenate([g[..., None], ops.zeros_like(maps[..., 1:])], -1)
+        state = MotionState(ops.where(on[:, :, None, None], moved.maps, kept),
+                                 ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
+        return state.statistics(), state.maps, state.sums, state.flows
+
+
+# === The motion recipe's graphs (sora_cls, `recipe="motion"`) ===
+def classifier(frames, config):
+    """(probabilities, embedding) of clip frames (a Keras input [B, T, S, S, 3] in 0-255): the
+    statistics, standardised by a BatchNormalization ("embedding"), and a linear layer ("logits")."""
+    stats = MotionStatistics(config.flow_size, config.motion_window, config.motion_levels,
+                             config.motion_iterations, name="motion_statistics")
+    # Momentum 0.9: at 0.99 the moving statistics still weigh their start by 0.25 after a
+    # fight_surv run's 140 steps, and the model failed (0.49, docs/sora_cls.md).
+    embedding = layers.BatchNormalization(momentum=0.9, name="embedding")(
+        stats(layers.Identity(name="to_float", dtype="float32")(frames)))
+    probabilities = layers.Softmax(name="probabilities", dtype="float32")(
+        layers.Dense(config.num_classes, name="logits")(embedding))
+    return probabilities, embedding
+
+
+def state_shapes(size):
+    """{name: shape without batch} of the stream's state: `MotionState` at size x size, and
+    `state_started` (0 before the first frame). All-zero is the start state."""
+    return {"state_maps": (size, size, 5), "state_sums": (SUMS,), "state_flows": (1,), "state_started": (1,)}
+
+
+def stream_model(clip_model, batch=None):
+    """The stream of a `classifier` clip model: each frame adds its flow from the last one to the
+    running sums, and the statistics so far go through the clip model's layers."""
+    config = clip_model.config
+    s = config.image_size
+    frame = keras.Input((s, s, 3), batch_size=batch, name="frame")
+    state = {k: keras.Input(v, batch_size=batch, name=k) for k, v in state_shapes(config.flow_size).items()}
+    step = MotionStep(config.flow_size, config.motion_window, config.motion_levels, config.motion_iterations,
+                      name="motion_step")
+    stats, maps, sums, flows = step(layers.Identity(dtype="float32")(frame), state["state_maps"],
+                                    state["state_sums"], state["state_flows"], state["state_started"])
+    embedding = clip_model.get_layer("embedding")(stats)
+    probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
+    new_state = {"state_maps": maps, "state_sums": sums, "state_flows": flows,
+                 "state_started": ops.ones_like(state["state_started"])}
+    return keras.Model({"frame": frame, **state}, {"probabilities": probabilities, "embedding": embedding, **new_state},
+                       name=f"{clip_model.name}_stream")

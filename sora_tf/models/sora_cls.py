@@ -246,19 +246,9 @@ class SoraCls(keras.Model):
         self.config = config
 
     def _init_motion(self, config, **kwargs):
-        # === Layers ===
-        stats = MotionStatistics(config.flow_size, config.motion_window, config.motion_levels,
-                                 config.motion_iterations, name="motion_statistics")
-        # Momentum 0.9: at 0.99 the moving statistics still weigh their start by 0.25 after a
-        # fight_surv run's 140 steps, and the model failed (0.49, docs/sora_cls.md).
-        standardise = layers.BatchNormalization(momentum=0.9, name="embedding")
-        # === Functional Model ===
         frames = keras.Input((config.num_frames, config.image_size, config.image_size, 3), name="frames")
-        embedding = standardise(stats(layers.Identity(name="to_float", dtype="float32")(frames)))
-        probabilities = layers.Softmax(name="probabilities", dtype="float32")(
-            layers.Dense(config.num_classes, name="logits")(embedding))
+        probabilities, embedding = flow.classifier(frames, config)
         super().__init__(inputs=frames, outputs={"probabilities": probabilities, "embedding": embedding}, **kwargs)
-        # === Config ===
         self.config = config
 
     @property
@@ -296,10 +286,10 @@ class SoraCls(keras.Model):
         """The same model with its RNN unrolled over T (a fixed-size graph, no WHILE loop, as
         TFLite's builtins need). `implementation=1` computes each gate with its own matmul: the
         same numbers, which the int8 stream tracks more closely (docs/sora_cls.md)."""
+        if self.config.recipe == "motion":  # no RNN: the graph is fixed-size already
+            return self
         copy = build(dataclasses.replace(self.config, unroll=True, backbone_weights=""))
         copy.set_weights(self.get_weights())
-        if self.config.recipe == "motion":
-            return copy
         for i in range(self.config.rnn_layers):
             copy.get_layer(f"rnn{i}").cell.implementation = implementation
         return copy
@@ -323,47 +313,6 @@ class RunningMean(layers.Layer):
         return total / count, total, count
 
 
-class _FlowLayer(layers.Layer):
-    """A float32 layer with the motion recipe's flow settings (no weights)."""
-
-    def __init__(self, size=64, window=9, levels=2, iterations=2, **kwargs):
-        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
-        self.size, self.window, self.levels, self.iterations = size, window, levels, iterations
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size, "window": self.window, "levels": self.levels,
-                "iterations": self.iterations}
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class MotionStatistics(_FlowLayer):
-    """RGB frames [B, T, S, S, 3] in 0-255 -> [B, 36] statistics of their optical flow
-    (`sora_tf.models.flow.clip_statistics`); nothing to train, no gradient through it."""
-
-    def call(self, frames):
-        return ops.stop_gradient(flow.clip_statistics(frames, self.size, self.window, self.levels, self.iterations))
-
-    def compute_output_shape(self, shape):
-        return (shape[0], flow.NUM_STATS)
-
-
-@keras.saving.register_keras_serializable("sora_tf")
-class MotionStep(_FlowLayer):
-    """One step of the motion recipe's stream: frame [B, S, S, 3] and the state (the
-    `MotionState` tensors, and `started` [B, 1], 0 before the first frame) -> (statistics
-    [B, 36], new maps, sums, flows). The first frame is only kept, as a clip's first is."""
-
-    def call(self, frame, maps, sums, flows, started):
-        g = flow.grey(frame, self.size)
-        moved = flow.MotionState(maps, sums, flows).update(
-            flow.lk_flow(maps[..., 0], g, self.window, self.levels, self.iterations), g)
-        on = started > 0.5
-        kept = ops.concatenate([g[..., None], ops.zeros_like(maps[..., 1:])], -1)
-        state = flow.MotionState(ops.where(on[:, :, None, None], moved.maps, kept),
-                                 ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
-        return state.statistics(), state.maps, state.sums, state.flows
-
-
 def build(config):
     return SoraCls(config, name="sora_cls")
 
@@ -377,10 +326,9 @@ def stream_state_shapes(config):
     `state_count` are the running sum of the last layer's outputs and the frames seen. All-zero is
     the start state.
     """
+    if config.recipe == "motion":
+        return flow.state_shapes(config.flow_size)
     s, units = config.image_size, config.rnn_units
-    if config.recipe == "motion":  # the running sums of `sora_tf.models.flow.MotionState`
-        f = config.flow_size
-        return {"state_maps": (f, f, 5), "state_sums": (flow.SUMS,), "state_flows": (1,), "state_started": (1,)}
     shapes = {"state_prev": (s, s, 3), "state_started": (1,)} if config.frame_diff else {}
     for i in range(config.rnn_layers):
         shapes[f"state_h{i}"] = (units,)
@@ -404,10 +352,10 @@ def stream_model(clip_model, batch=None):
     gives the clip model's outputs for that clip.
     """
     config = clip_model.config
+    if config.recipe == "motion":
+        return flow.stream_model(clip_model, batch)
     s = config.image_size
     shapes = stream_state_shapes(config)
-    if config.recipe == "motion":
-        return motion_stream_model(clip_model, batch)
     # === Layers ===
     normalize = pixel_normalization(config.pixel_mean, config.pixel_std)  # fixed, nothing to share
     cnn = clip_model.get_layer("frame_features").layer
@@ -443,24 +391,4 @@ def stream_model(clip_model, batch=None):
     probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
     return keras.Model({"frame": frame, **state},
                        {"probabilities": probabilities, "embedding": embedding, **new_state},
-                       name=f"{clip_model.name}_stream")
-
-
-def motion_stream_model(clip_model, batch=None):
-    """The streaming form of the motion recipe: each frame adds its flow from the last one to
-    the running sums, and the statistics so far go through the clip model's layers."""
-    config = clip_model.config
-    s = config.image_size
-    frame = keras.Input((s, s, 3), batch_size=batch, name="frame")
-    state = {k: keras.Input(v, batch_size=batch, name=k) for k, v in stream_state_shapes(config).items()}
-    step = MotionStep(config.flow_size, config.motion_window, config.motion_levels, config.motion_iterations,
-                      name="motion_step")
-    stats, maps, sums, flows = step(
-        layers.Identity(dtype="float32")(frame), state["state_maps"], state["state_sums"],
-        state["state_flows"], state["state_started"])
-    embedding = clip_model.get_layer("embedding")(stats)
-    probabilities = ops.softmax(clip_model.get_layer("logits")(embedding))
-    new_state = {"state_maps": maps, "state_sums": sums, "state_flows": flows,
-                 "state_started": ops.ones_like(state["state_started"])}
-    return keras.Model({"frame": frame, **state}, {"probabilities": probabilities, "embedding": embedding, **new_state},
                        name=f"{clip_model.name}_stream")
