@@ -69,7 +69,7 @@ def parser():
     p.add_argument("--out", default="export", help="export root (default export/)")
     p.add_argument("--calibration-clips", type=int, default=64,
                    help="training clips that calibrate full-int8 quantisation")
-    p.add_argument("--parity-clips", type=int, help="validation clips for the parity check (default all)")
+    p.add_argument("--parity-clips", type=int, help="held-out clips for the parity check (validation, or test where they trained; default all)")
 
     p = sub.add_parser("stream", help="classify a video or camera frame by frame with a streaming .tflite")
     p.add_argument("--model", required=True, help="stream_*.tflite written by export")
@@ -156,7 +156,8 @@ def parser():
     p = sub.add_parser("retrieval", help="retrieval figures of a run's embedding beside baselines: "
                                          "RUN/retrieval.json")
     p.add_argument("run", help="run directory of a model with a clip embedding")
-    p.add_argument("--part", choices=("val", "test"), default="val", help="the run's held-out clips used as queries")
+    p.add_argument("--part", choices=("val", "test"), help="the run's held-out clips used as queries "
+                                                              "(default: val, or test where the validation clips trained)")
     p.add_argument("--k", type=int, default=5, help="neighbours for precision@k and recall@k")
     p.add_argument("--normal", action="append", metavar="CLASS",
                    help="a normal class for the anomaly AUROC (repeatable; the other classes are anomalous)")

@@ -74,11 +74,12 @@ def source_listing(classes, info, data=None, strict=False):
 
 def split_part(run_dir, listing, part, source):
     """The clips of the run's split `part` ("train", "val" or "test") within `listing` (of
-    `source`); None for "test" when the run holds no test part out (older runs, small data)."""
+    `source`); None for "test" when the run holds no test part out (older runs, small data), and
+    for "val" when its validation clips trained (train_on_val)."""
     split = load_json(os.path.join(run_dir, "split.json"), needs=("train", "val", "val_paths"))
     if part == "train":
         return listing.subset(split["train"])
-    if part == "test" and not split.get("test"):
+    if not split.get(part):
         return None
     wanted = {os.path.abspath(p) for p in split[f"{part}_paths"]}
     found = [i for i, p in enumerate(listing.paths) if p in wanted]

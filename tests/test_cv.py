@@ -79,6 +79,28 @@ def test_cv_runs_every_fold_then_resumes_without_redoing_finished_ones(tiny_data
     assert "another plan" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_folds_of_the_motion_recipe_train_on_their_validation_clips(tiny_data, tmp_path, capsys):
+    """Each fold run of the motion recipe trains on its validation clips too (train_on_val): its
+    figures are its test fold's, and cv.json says so."""
+    out = str(tmp_path / "cv")
+    assert main(["cv", "--data", tiny_data, "--out", out, "--folds", "2", "--preset", "tiny",
+                 "--set", "recipe=motion", "--set", "epochs=1", "--set", "eval_views=1", "--set", "eval_crops=1"]) == 0
+    with open(os.path.join(out, "cv.json")) as f:
+        result = json.load(f)
+    assert "val_accuracy" not in result["summary"] and "test_accuracy" in result["summary"]
+    for k, fold in enumerate(result["per_fold"]):
+        with open(os.path.join(out, f"fold{k}", "split.json")) as f:
+            split = json.load(f)
+        assert fold["val_clips"] == 0 and fold["val_accuracy"] is None and not split["val"]
+        assert fold["train_clips"] == len(split["train"]) and fold["train_clips"] + fold["test_clips"] == 42
+    assert sum(f["test_clips"] for f in result["per_fold"]) == 42  # every clip tested once, as before
+    capsys.readouterr()
+    assert main(["retrieval", os.path.join(out, "fold0")]) == 0  # its queries: the test clips
+    with open(os.path.join(out, "fold0", "retrieval.json")) as f:
+        assert json.load(f)["queries"] == "the run's test clips"
+
+
 def test_fold_seed_keeps_the_folds_while_the_seed_changes(tiny_data, tmp_path, monkeypatch):
     import sora_tf.train.run
 

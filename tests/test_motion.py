@@ -14,6 +14,7 @@ from sora_tf.cli import main
 from sora_tf.config import override
 from sora_tf.data import motion
 from sora_tf.models import flow
+from sora_tf.train.clips import validation_trains
 from tests.conftest import shared
 
 sora_cls = models.get("sora_cls")
@@ -137,6 +138,10 @@ def test_the_recipe_follows_the_number_of_sources():
     assert dataclasses.replace(auto, num_frames=1).for_data(3).recipe == "network"  # no flow in one frame
     pinned = dataclasses.replace(auto, recipe="network")
     assert pinned.for_data(3) == pinned
+    # The motion recipe trains on the validation clips, unless told not to or a monitor needs them.
+    assert (few.train_on_val, many.train_on_val) == ("true", "auto")
+    assert dataclasses.replace(auto, train_on_val="false").for_data(3).train_on_val == "false"
+    assert dataclasses.replace(auto, monitor="val_loss").for_data(3).train_on_val == "false"
     # A model built without data (no choice made) is the network, as runs saved before recipes were.
     assert sora_cls.build(sora_cls.Config.tiny()).get_layer("frame_features")
 
@@ -153,6 +158,20 @@ def test_bad_motion_settings_are_named():
         override(config, ["recipe=motion", "backbone=efficientnet_b0"])
     with pytest.raises(ValueError, match="num_frames >= 3"):
         override(config, ["recipe=motion", "num_frames=2"])
+    with pytest.raises(ValueError, match="train_on_val must be"):
+        override(config, ["train_on_val=yes"])
+    with pytest.raises(ValueError, match="no validation clips for monitor=val_accuracy"):
+        override(config, ["train_on_val=true", "monitor=val_accuracy"])
+
+
+def test_validation_trains_only_beside_a_test_part():
+    split = {"method": "grouped", "train": [0, 3], "val": [1], "test": [2], "val_paths": ["b"], "test_paths": ["c"],
+             "val_groups": ["g1"], "test_groups": ["g2"]}
+    moved = validation_trains(split)
+    assert (moved["train"], moved["val"], moved["val_paths"], moved["val_groups"]) == ([0, 1, 3], [], [], [])
+    assert (moved["test"], moved["test_paths"], moved["trained_on_val"]) == ([2], ["c"], True)
+    untested = {**split, "test": [], "test_paths": [], "test_groups": []}
+    assert validation_trains(untested) == untested  # the validation clips are the run's only figure
 
 
 def test_other_tflite_variants_are_refused_by_name(tmp_path):
@@ -175,6 +194,12 @@ def test_auto_picks_motion_for_few_sources_and_the_run_exports(tiny_data, tmp_pa
     with open(os.path.join(out, "config.json")) as f:
         saved = json.load(f)
     assert saved["recipe"] == "motion" and saved["learning_rate"] == saved["motion_learning_rate"]
+    with open(os.path.join(out, "split.json")) as f:
+        split = json.load(f)
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert not split["val"] and split["test"] and len(split["train"]) + len(split["test"]) == 42  # val trained
+    assert metrics["split"] == "test" and metrics["num_clips"] == len(split["test"])
     assert main(["export", out, "--out", str(tmp_path / "export")]) == 0
     folder = tmp_path / "export" / "sora_cls" / "tflite" / "1"
     assert sorted(os.listdir(folder)) == ["float32.tflite", "parity.json", "stream_float32.tflite"]
@@ -182,6 +207,7 @@ def test_auto_picks_motion_for_few_sources_and_the_run_exports(tiny_data, tmp_pa
         parity = {e["artifact"]: e for e in json.load(f)}
     for name in ("saved_model", "tflite_float32", "tflite_stream_float32"):
         assert parity[name]["max_abs_diff"] < 1e-4 and parity[name]["top1_agreement"] == 1.0, parity[name]
+        assert parity[name]["num_clips"] == len(split["test"])  # checked on the test clips
     capsys.readouterr()
     video = os.path.join(tiny_data, "up", "up_0001.mp4")
     assert main(["stream", "--model", str(folder / "stream_float32.tflite"), video]) == 0  # the stream command runs it

@@ -4,11 +4,12 @@ regression over six grouped 5-fold deals of a class-per-folder dataset (docs/sor
 "Fifth study").
 
     python docs/probes/flow_statistics.py DATA [--size 64] [--window 9] [--levels 2]
-        [--iterations 2] [--farneback] [--directions] [--clips N]
+        [--iterations 2] [--farneback] [--directions] [--clips N] [--without-val]
 
 16 frames spread over each video, as sora_cls samples them, squashed to size x size as its
 pipeline resizes them (INTER_AREA). The 28 numbers of the baseline; --directions adds the recipe's
-8 direction shares; --clips N takes N clips at random (seed 0).
+8 direction shares; --clips N takes N clips at random (seed 0); --without-val fits each fold's
+training clips only, as a run that keeps its validation clips out of training does.
 """
 import argparse
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ def main():
     p.add_argument("--farneback", action="store_true", help="the baseline's flow instead, at the same size")
     p.add_argument("--directions", action="store_true", help="with the 8 direction shares (recipe flow only)")
     p.add_argument("--clips", type=int, default=0)
+    p.add_argument("--without-val", action="store_true", help="fit the training clips only, not the validation clips")
     args = p.parse_args()
     listing = list_clips(args.data)
     if args.clips:
@@ -55,7 +57,10 @@ def main():
     motion.clip_statistics = lambda path, count=None: cached[path]  # what motion_baseline calls
     accuracy, auroc = [], []
     for seed in range(6):
-        result = cv.motion_baseline(listing, cv.fold_parts(listing, 5, 0.2, seed))
+        parts = cv.fold_parts(listing, 5, 0.2, seed)
+        if args.without_val:
+            parts = [(train, [], test) for train, val, test in parts]
+        result = cv.motion_baseline(listing, parts)
         accuracy.append(result["summary"]["test_accuracy"]["mean"])
         auroc.append(result.get("sources", {}).get("auroc", float("nan")))  # two classes only
         print(f"fold seed {seed}: accuracy {accuracy[-1]:.3f}  ROC AUC {auroc[-1]:.3f}", flush=True)

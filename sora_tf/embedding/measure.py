@@ -1,7 +1,8 @@
 """How well a run's embedding retrieves, beside baselines that need no training, on clips the
 run never trained on: `python -m sora_tf retrieval RUN` writes RUN/retrieval.json.
 
-The run's held-out clips (`part`: its validation clips by default) are the queries; its training
+The run's held-out clips (`part`: its validation clips by default, its test clips where the
+validation clips trained) are the queries; its training
 clips are the collection they search. Every embedder sees the same decoded clips and views.
 - class: precision@k (the share of the k nearest training clips of the query's class) and mean
   average precision over the whole ranking (`sklearn.metrics.average_precision_score`);
@@ -91,7 +92,7 @@ def copy_figures(vectors, originals, copied, queries, threshold):
             "other_pairs_at_or_above": float((others >= threshold).mean())}
 
 
-def measure(run_dir, part="val", k=5, normal=None, baselines=("untrained",) + BASELINES, strict=False,
+def measure(run_dir, part=None, k=5, normal=None, baselines=("untrained",) + BASELINES, strict=False,
             extra=(), out="retrieval.json"):
     """RUN/`out` (see the module's docstring); returns it. `extra`: more embedders (objects) to
     measure beside the others, for probes."""
@@ -104,7 +105,10 @@ def measure(run_dir, part="val", k=5, normal=None, baselines=("untrained",) + BA
                              for b in baselines] + list(extra)
     listing = source_listing(classes, info, strict=strict)
     train = split_part(run_dir, listing, "train", info["data"])
-    held = split_part(run_dir, listing, part, info["data"])
+    held = split_part(run_dir, listing, part or "val", info["data"])
+    if held is None and part is None:  # the validation clips trained (train_on_val)
+        part, held = "test", split_part(run_dir, listing, "test", info["data"])
+    part = part or "val"
     if held is None:
         raise ValueError(f"{run_dir}: the run holds out no {part} clips")
     position = {p: i for i, p in enumerate(listing.paths)}

@@ -3,8 +3,14 @@ from sora_tf.runs import load_clips, source_listing, split_part
 
 
 def export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips=None):
-    """((uint8 validation clips, labels) for parity, (training clips, labels) for int8 calibration)."""
+    """((uint8 held-out clips, labels) for parity: validation, or test where the validation clips
+    trained; (training clips, labels) for int8 calibration)."""
     listing = source_listing(classes, info)  # probed once for both parts
-    val = load_clips(split_part(run_dir, listing, "val", info["data"]), config, parity_clips)
+    held = split_part(run_dir, listing, "val", info["data"])
+    if held is None:
+        held = split_part(run_dir, listing, "test", info["data"])
+    if held is None:
+        raise ValueError(f"{run_dir}: the run holds out neither validation nor test clips for the parity check")
+    val = load_clips(held, config, parity_clips)
     calib = load_clips(split_part(run_dir, listing, "train", info["data"]), config, calibration_clips)
     return val, calib

@@ -3,7 +3,7 @@
 `export/<model>/<version>/` is the SavedModel for TF Serving; `export/<model>/tflite/<version>/`
 holds the TFLite files of the same version (TF Serving ignores folders that are not integers)
 and `parity.json`: per artifact, how far its outputs are from Keras's on the run's validation
-clips (see `sora_tf.export.parity`). What is exported is the model's task's choice
+clips (its test clips where the validation clips trained; see `sora_tf.export.parity`). What is exported is the model's task's choice
 (sora_tf/export/<task>.py).
 """
 import os

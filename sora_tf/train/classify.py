@@ -165,7 +165,8 @@ def fit(job):
     if average is not None:
         callbacks.insert(0, average)
     if initial_epoch < config.epochs:
-        wrapped.fit(training_data(job.train_ds, config), steps_per_epoch=job.steps, validation_data=labelled(job.val_ds, config),
+        validation = labelled(job.val_ds, config) if job.val_ds is not None else None  # None: train_on_val
+        wrapped.fit(training_data(job.train_ds, config), steps_per_epoch=job.steps, validation_data=validation,
                     epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=job.verbose,
                     class_weight=weights)
 
@@ -233,7 +234,8 @@ def save_predictions(path, paths, labels, probs, classes):
 
 def evaluate(run_dir, data=None, strict=False):
     """Write metrics.json and plots: the run's validation clips (which picked its checkpoint) and,
-    beside them under `test`, its held-out test clips; or, with `data`, all clips of `data`."""
+    beside them under `test`, its held-out test clips; the test clips alone for a run that
+    trained on its validation clips (train_on_val); or, with `data`, all clips of `data`."""
     model, config, classes, info = load_run(run_dir)
     listing = source_listing(classes, info, data, strict)
     failures = DecodeFailures()
@@ -241,12 +243,18 @@ def evaluate(run_dir, data=None, strict=False):
         metrics = {**_measure(model, config, listing, classes, failures), "split": os.path.abspath(data)}
     else:
         val = split_part(run_dir, listing, "val", info["data"])
-        metrics = {**_measure(model, config, val, classes, failures), "split": "validation"}
         test = split_part(run_dir, listing, "test", info["data"])
-        if test is not None:
-            metrics["test"] = _measure(model, config, test, classes, failures,
-                                       predictions=os.path.join(run_dir, "predictions_test.csv"))
-            plot_confusion(metrics["test"], os.path.join(run_dir, "confusion_matrix_test.png"))
+        tested = test is not None and _measure(model, config, test, classes, failures,
+                                               predictions=os.path.join(run_dir, "predictions_test.csv"))
+        if val is None:
+            if not tested:
+                raise ValueError(f"{run_dir}: the run holds out neither validation nor test clips")
+            metrics = {**tested, "split": "test"}
+        else:
+            metrics = {**_measure(model, config, val, classes, failures), "split": "validation"}
+            if tested:
+                metrics["test"] = tested
+                plot_confusion(tested, os.path.join(run_dir, "confusion_matrix_test.png"))
         weights = class_weights(config, split_part(run_dir, listing, "train", info["data"]).labels)
         metrics["class_weight"] = {"setting": config.class_weight,
                                    "weights": weights and {classes[k]: w for k, w in weights.items()}}
@@ -262,6 +270,8 @@ def evaluate(run_dir, data=None, strict=False):
 def describe(metrics):
     """The line `train` and `evaluate` print."""
     line = f"{metrics['split']} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+    if metrics["split"] == "test":
+        line += f"  ({metrics['num_clips']} held-out clips; the validation clips trained)"
     if "test" in metrics:
         line += f"\ntest accuracy {metrics['test']['accuracy']:.4f}  macro-F1 {metrics['test']['macro_f1']:.4f}" \
                 f"  ({metrics['test']['num_clips']} held-out clips)"

@@ -28,10 +28,9 @@ def _data_flags(data):
 
 
 def _datasets(config, listing, split, failures, first_epoch):
-    """(training stream from `first_epoch`, validation clips, steps per epoch)."""
+    """(training stream from `first_epoch`, validation clips or None, steps per epoch)."""
     size = (config.image_size, config.image_size)
     train = listing.subset(split["train"])
-    val = listing.subset(split["val"])
     decoded_mb = sum(train.counts) * size[0] * size[1] * 3 / 2 ** 20
     cache = decoded_mb <= config.cache_mb
     log.info("training videos decoded at %dx%d: %.0f MB, %s", *size, decoded_mb,
@@ -42,8 +41,11 @@ def _datasets(config, listing, split, failures, first_epoch):
                            batch_size=config.batch_size, seed=config.seed, stride_range=config.stride_range,
                            strides=train.strides(config.fps), failures=failures, cache=cache,
                            skip=first_epoch * steps * config.batch_size)
-    val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
-                         batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
+    val_ds = None
+    if split["val"]:
+        val = listing.subset(split["val"])
+        val_ds = dataset_for(val, clip_len=config.num_frames, size=size, training=False,
+                             batch_size=config.batch_size, strides=val.strides(config.fps), failures=failures)
     return train_ds, val_ds, steps
 
 
@@ -95,6 +97,23 @@ def make_split(listing, config):
     return split
 
 
+def validation_trains(split):
+    """`split` with its validation clips moved into training, when it holds a test part out for
+    the run's figures (else unchanged, with a warning)."""
+    if not split["val"]:
+        return split
+    if not split["test"]:
+        log.warning("train_on_val: no test part is held out, so the %d validation clips stay out of "
+                    "training for the run's figures", len(split["val"]))
+        return split
+    log.info("train_on_val: the %d validation clips train too; the run's figures come from its %d test clips",
+             len(split["val"]), len(split["test"]))
+    moved = {"train": sorted(split["train"] + split["val"]), "val": [], "val_paths": [], "trained_on_val": True}
+    if "val_groups" in split:
+        moved["val_groups"] = []
+    return {**split, **moved}
+
+
 def prepare(config, data, out, resuming, first_epoch, strict):
     """List `data`'s clips, split them (or read the run's split.json when resuming), and build
     the training stream from `first_epoch` and the validation clips."""
@@ -108,7 +127,6 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         split = load_json(os.path.join(out, "split.json"), needs=("train", "val"))
     else:
         split = make_split(listing, config)
-        save_json(os.path.join(out, "split.json"), split)
     if hasattr(config, "for_data"):  # a recipe that depends on how many sources there are to learn from
         train = split["train"]
         sources = len({listing.groups[i] for i in train}) if listing.groups else len(train)
@@ -116,6 +134,10 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         config.validate()
         log.info("%d training sources (%s): the %s recipe", sources,
                  "groups" if listing.groups else "clips, no groups named", config.recipe)
+    if not resuming:
+        if getattr(config, "train_on_val", "false") == "true":
+            split = validation_trains(split)
+        save_json(os.path.join(out, "split.json"), split)
     if getattr(config, "monitor", None) == "auto":
         # On a small validation part the checkpoint any figure picks is luck: accuracy moves in
         # steps of 1/n, and the loss kept a barely trained first epoch in 5 of 15 fight_surv fold
@@ -123,7 +145,7 @@ def prepare(config, data, out, resuming, first_epoch, strict):
         monitor = "last" if len(split["val"]) < SMALL_VALIDATION else "val_accuracy"
         if resuming:  # what the run followed so far (runs from before this setting: accuracy)
             monitor = load_json(os.path.join(out, "state.json")).get("monitor", "val_accuracy")
-        log.info("%d validation clips: %s", len(split["val"]),
+        log.info("%s: %s", f"{len(split['val'])} validation clips" if split["val"] else "no validation clips",
                  "the run keeps its last epoch, no early stop" if monitor == "last"
                  else f"checkpoints and early stopping follow {monitor}")
         config = dataclasses.replace(config, monitor=monitor)

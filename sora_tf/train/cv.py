@@ -76,10 +76,17 @@ def _summary(values):
             "min": float(values.min()), "max": float(values.max())}
 
 
+def _tested(metrics):
+    """A fold run's test figures: under `test`, or the whole of a run that trained on its validation clips."""
+    return metrics if metrics["split"] == "test" else metrics["test"]
+
+
 def _fold_result(fold, run, metrics, part):
-    test = metrics["test"]
-    return {"fold": fold, "run": run, "train_clips": len(part[0]), "val_clips": len(part[1]),
-            "test_clips": test["num_clips"], "val_accuracy": metrics["accuracy"],
+    test = _tested(metrics)
+    validated = metrics["split"] != "test"  # else its validation clips trained (train_on_val)
+    return {"fold": fold, "run": run, "train_clips": len(part[0]) + (0 if validated else len(part[1])),
+            "val_clips": len(part[1]) if validated else 0,
+            "test_clips": test["num_clips"], "val_accuracy": metrics["accuracy"] if validated else None,
             "test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"],
             # from the confusion matrix: folds evaluated by an older version have no balanced_accuracy
             "test_balanced_accuracy": balanced_accuracy(test["confusion_matrix"]["rows_true_cols_pred"]),
@@ -176,13 +183,14 @@ def cross_validate(model_name, data=None, out=None, folds=5, sets=(), preset=Non
         results.append(_fold_result(k, run, metrics, part))
         log.info("fold %d/%d: test accuracy %.4f (multi-view %.4f)", k + 1, folds,
                  results[-1]["test_accuracy"], results[-1]["test_multi_view_accuracy"])
-    keys = ("test_accuracy", "test_balanced_accuracy", "test_multi_view_accuracy", "test_macro_f1", "val_accuracy")
+    keys = ("test_accuracy", "test_balanced_accuracy", "test_multi_view_accuracy", "test_macro_f1") + (
+        ("val_accuracy",) if all(f["val_accuracy"] is not None for f in results) else ())
     confusion = np.sum([f["test_confusion"] for f in results], axis=0)
     result = {**plan, "clips": len(listing.paths), "groups": len(set(listing.groups)) if listing.groups else None,
               "skipped": len(listing.skipped), "per_fold": results,
               "summary": {key: _summary([f[key] for f in results]) for key in keys},
               # Every clip is tested once, so the folds' confusion matrices add up to one of all clips.
-              "test_confusion": {"labels": metrics["test"]["confusion_matrix"]["labels"],
+              "test_confusion": {"labels": _tested(metrics)["confusion_matrix"]["labels"],
                                  "rows_true_cols_pred": confusion.tolist(),
                                  "recall": recalls(confusion).tolist()}}
     pooled = pooled_predictions(out, folds, listing)

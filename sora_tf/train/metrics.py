@@ -75,7 +75,8 @@ def plot_history(history_csv, path):
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", loss_ax), ("accuracy", acc_ax)):
         for prefix in ("", "val_"):
-            if rows and prefix + key in rows[0]:
+            # Keras's CSVLogger writes val_ columns of "NA" for a run without validation clips.
+            if rows and rows[0].get(prefix + key, "NA") != "NA":
                 ax.plot(epochs, [float(r[prefix + key]) for r in rows], label=prefix + key)
         ax.set_xlabel("epoch")
         ax.legend()

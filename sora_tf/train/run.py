@@ -99,7 +99,7 @@ def train(model_name, data=None, out=None, epochs=None, sets=(), preset=None,
     config = dataclasses.replace(prepared.config, batch_size=config.batch_size)
     train_ds, val_ds = prepared.train_ds, prepared.val_ds
     if multiworker:
-        train_ds, val_ds = (distribute.sharded(ds, data) for ds in (train_ds, val_ds))
+        train_ds, val_ds = (ds if ds is None else distribute.sharded(ds, data) for ds in (train_ds, val_ds))
     save_json(os.path.join(out, "config.json"), dataclasses.asdict(config))
     save_json(os.path.join(out, "classes.json"), prepared.classes)
     # The dtype policy of the models the task builds (mixed_precision), under the strategy.
