@@ -61,11 +61,19 @@ def from_dict(cls, values):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known})
 
 
+def check_choices(config, choices):
+    """A ValueError naming the first field of `choices` ({field: allowed values}) whose value is not allowed."""
+    for key, allowed in choices.items():
+        value = getattr(config, key)
+        if value not in allowed:
+            names = [repr(a) for a in allowed]
+            raise ValueError(f"{key} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
+
+
 def validate_split(config):
     """The split fields every model's config has: `split`, `val_fraction`, `test_fraction`."""
     if not (0 < config.val_fraction < 1 and 0 <= config.test_fraction < 1
             and config.val_fraction + config.test_fraction < 1):
         raise ValueError(f"val_fraction ({config.val_fraction}) must be in (0, 1) and test_fraction "
                          f"({config.test_fraction}) in [0, 1), together below 1")
-    if config.split not in ("auto", "grouped", "stratified"):
-        raise ValueError(f"split must be 'auto', 'grouped' or 'stratified', got {config.split!r}")
+    check_choices(config, {"split": ("auto", "grouped", "stratified")})

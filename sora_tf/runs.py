@@ -88,6 +88,16 @@ def split_part(run_dir, listing, part, source):
     return listing.subset(found)
 
 
+def held_out(run_dir, listing, source):
+    """("val" or "test", its clips): the run's validation clips, or its test clips where those
+    trained (train_on_val); (None, None) when it holds out neither."""
+    for part in ("val", "test"):
+        clips = split_part(run_dir, listing, part, source)
+        if clips is not None:
+            return part, clips
+    return None, None
+
+
 def run_listing(run_dir, classes, info, data=None, part="val", strict=False):
     """The clips of a run's split `part` ("train", "val" or "test"), or all clips of `data` if given."""
     listing = source_listing(classes, info, data, strict)

@@ -28,7 +28,7 @@ from sora_tf.embedding import index as vector_index
 from sora_tf.embedding.embedders import BASELINES, UNTRAINED, load_embedder
 from sora_tf.embedding.store import copies, copy_threshold, distinct_pairs, embed_listing
 from sora_tf.embedding.uses import knn_scores
-from sora_tf.runs import load_json, source_listing, split_part
+from sora_tf.runs import held_out, load_json, source_listing, split_part
 
 
 def class_retrieval(queries, query_labels, collection, collection_labels, k):
@@ -105,12 +105,10 @@ def measure(run_dir, part=None, k=5, normal=None, baselines=("untrained",) + BAS
                              for b in baselines] + list(extra)
     listing = source_listing(classes, info, strict=strict)
     train = split_part(run_dir, listing, "train", info["data"])
-    held = split_part(run_dir, listing, part or "val", info["data"])
-    if held is None and part is None:  # the validation clips trained (train_on_val)
-        part, held = "test", split_part(run_dir, listing, "test", info["data"])
-    part = part or "val"
+    part, held = (held_out(run_dir, listing, info["data"]) if part is None
+                  else (part, split_part(run_dir, listing, part, info["data"])))
     if held is None:
-        raise ValueError(f"{run_dir}: the run holds out no {part} clips")
+        raise ValueError(f"{run_dir}: the run holds out no {part or 'validation or test'} clips")
     position = {p: i for i, p in enumerate(listing.paths)}
     both = listing.subset([position[p] for p in train.paths + held.paths])
     failures = DecodeFailures()

@@ -1,14 +1,12 @@
 """What the clip tasks (classify, generate) export from: the run's own clips."""
-from sora_tf.runs import load_clips, source_listing, split_part
+from sora_tf.runs import held_out, load_clips, source_listing, split_part
 
 
 def export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips=None):
     """((uint8 held-out clips, labels) for parity: validation, or test where the validation clips
     trained; (training clips, labels) for int8 calibration)."""
     listing = source_listing(classes, info)  # probed once for both parts
-    held = split_part(run_dir, listing, "val", info["data"])
-    if held is None:
-        held = split_part(run_dir, listing, "test", info["data"])
+    _, held = held_out(run_dir, listing, info["data"])
     if held is None:
         raise ValueError(f"{run_dir}: the run holds out neither validation nor test clips for the parity check")
     val = load_clips(held, config, parity_clips)

@@ -268,7 +268,7 @@ class MotionStep(_FlowLayer):
         on = started > 0.5
         kept = ops.concatenate([g[..., None], ops.zeros_like(maps[..., 1:])], -1)
         state = MotionState(ops.where(on[:, :, None, None], moved.maps, kept),
-                                 ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
+                            ops.where(on, moved.sums, sums), ops.where(on, moved.flows, flows))
         return state.statistics(), state.maps, state.sums, state.flows
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sora_tf.config import from_dict, validate_split
+from sora_tf.config import check_choices, from_dict, validate_split
 from sora_tf.models import flow
 from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
 
@@ -157,27 +157,21 @@ class Config:
 
     def validate(self):
         validate_split(self)
-        if self.class_weight not in ("auto", "balanced", "none"):
-            raise ValueError(f"class_weight must be 'auto', 'balanced' or 'none', got {self.class_weight!r}")
+        check_choices(self, {"class_weight": ("auto", "balanced", "none"),
+                             "monitor": ("auto", "val_accuracy", "val_loss", "last"), "pooling": ("last", "mean"),
+                             "train_on_val": ("auto", "true", "false"), "recipe": ("auto", "network", "motion"),
+                             "rnn": ("lstm", "gru")})
         if self.backbone and self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)} (or empty), got {self.backbone!r}")
         if not self.appearance and not self.frame_diff:
             raise ValueError("appearance=false feeds frame differences only: it needs frame_diff=true")
         if self.backbone_weights and not self.backbone:
             raise ValueError("backbone_weights needs a backbone")
-        if self.monitor not in ("auto", "val_accuracy", "val_loss", "last"):
-            raise ValueError(f"monitor must be 'auto', 'val_accuracy', 'val_loss' or 'last', got {self.monitor!r}")
-        if self.pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.train_on_val not in ("auto", "true", "false"):
-            raise ValueError(f"train_on_val must be 'auto', 'true' or 'false', got {self.train_on_val!r}")
         if self.train_on_val == "true" and self.monitor not in ("auto", "last"):
             raise ValueError(f"train_on_val=true leaves no validation clips for monitor={self.monitor}: "
                              "use monitor=last (or auto), or train_on_val=false")
-        if self.recipe not in ("auto", "network", "motion"):
-            raise ValueError(f"recipe must be 'auto', 'network' or 'motion', got {self.recipe!r}")
         coarsest = self.flow_size // 2 ** (self.motion_levels - 1)
         if self.recipe == "motion" and (self.num_frames < 3 or coarsest <= max(self.motion_window // 2, 2)):
             raise ValueError(f"the motion recipe needs num_frames >= 3, and a coarsest pyramid level (flow size / "
@@ -189,8 +183,6 @@ class Config:
             raise ValueError("backbone and init_frame_cnn are parts of the network: use recipe=network (or auto)")
         if self.motion_window < 3 or self.motion_window % 2 == 0:
             raise ValueError(f"motion_window must be odd and >= 3, got {self.motion_window}")
-        if self.rnn not in ("lstm", "gru"):
-            raise ValueError(f"rnn must be 'lstm' or 'gru', got {self.rnn!r}")
         for key in ("num_frames", "image_size", "num_classes", "rnn_units", "rnn_layers", "motion_size", "motion_levels",
                     "motion_iterations",
                     "embedding_dim", "epochs", "batch_size", "stride_range", "eval_views", "eval_crops"):

@@ -244,15 +244,15 @@ def evaluate(run_dir, data=None, strict=False):
     else:
         val = split_part(run_dir, listing, "val", info["data"])
         test = split_part(run_dir, listing, "test", info["data"])
-        tested = test is not None and _measure(model, config, test, classes, failures,
-                                               predictions=os.path.join(run_dir, "predictions_test.csv"))
+        if val is None and test is None:
+            raise ValueError(f"{run_dir}: the run holds out neither validation nor test clips")
+        tested = None if test is None else _measure(model, config, test, classes, failures,
+                                                    predictions=os.path.join(run_dir, "predictions_test.csv"))
         if val is None:
-            if not tested:
-                raise ValueError(f"{run_dir}: the run holds out neither validation nor test clips")
             metrics = {**tested, "split": "test"}
         else:
             metrics = {**_measure(model, config, val, classes, failures), "split": "validation"}
-            if tested:
+            if tested is not None:
                 metrics["test"] = tested
                 plot_confusion(tested, os.path.join(run_dir, "confusion_matrix_test.png"))
         weights = class_weights(config, split_part(run_dir, listing, "train", info["data"]).labels)

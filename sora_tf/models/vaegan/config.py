@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 
-from sora_tf.config import validate_split
+from sora_tf.config import check_choices, validate_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +101,7 @@ class Config:
 
     def validate(self):
         validate_split(self)
-        if self.recon_loss not in ("l1", "l2"):
-            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
+        check_choices(self, {"recon_loss": ("l1", "l2")})
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2 (the encoder reads frame differences), got {self.num_frames}")
         for key in ("image_size", "num_classes", "enc_features", "cell_units", "motion_dim",
