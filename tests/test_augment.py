@@ -44,3 +44,16 @@ def test_noise_is_applied_in_training_and_output_in_range():
     out = np.asarray(ClipAugment(zoom=0, translate=0, rotation_deg=0, flip=False, brightness=0,
                                  contrast=0, saturation=0, hue=0, noise_std=8.0, seed=2)(clips, training=True))
     assert 2.0 < np.abs(out - clips).mean() < 12.0 and out.min() >= 0 and out.max() <= 255
+
+
+def test_warp_fraction_leaves_the_other_clips_pixels_exactly():
+    clips = _static_clips(b=32)
+    layer = ClipAugment(zoom=0.2, translate=0.1, rotation_deg=10, flip=False, brightness=0, contrast=0,
+                        saturation=0, hue=0, noise_std=0, warp_fraction=0.5, seed=3)
+    out = np.asarray(layer(clips, training=True))
+    kept = np.array([np.array_equal(o, c) for o, c in zip(out, clips)])
+    assert 4 <= kept.sum() <= 28, f"{kept.sum()} of 32 clips kept their pixels at warp_fraction=0.5"
+    assert all(np.abs(o - c).mean() > 1.0 for o, c in zip(out[~kept], clips[~kept])), "a warped clip barely moved"
+    none = ClipAugment(zoom=0.2, translate=0.1, rotation_deg=10, flip=False, brightness=0, contrast=0,
+                       saturation=0, hue=0, noise_std=0, warp_fraction=0.0, seed=3)
+    np.testing.assert_array_equal(np.asarray(none(clips, training=True)), clips)

@@ -167,6 +167,8 @@ def test_unknown_model_and_bad_overrides():
         override(config, ["rnn=transformer"])
     with pytest.raises(ValueError, match="label_smoothing must be"):
         override(config, ["label_smoothing=1"])
+    with pytest.raises(ValueError, match=r"aug_warp_fraction must be in \[0, 1\], got 1.5"):
+        override(config, ["aug_warp_fraction=1.5"])
     with pytest.raises(ValueError, match="key=value"):
         override(config, ["rnn_units"])
     assert override(config, ["cnn_widths=4,8,8", "aug_flip=false"]).cnn_widths == (4, 8, 8)

@@ -132,8 +132,8 @@ def test_the_recipe_follows_the_number_of_sources():
     auto = dataclasses.replace(sora_cls.Config(), recipe="auto")
     few, many = auto.for_data(sora_cls.MOTION_SOURCES - 1), auto.for_data(sora_cls.MOTION_SOURCES)
     assert (few.recipe, few.learning_rate) == ("motion", auto.motion_learning_rate)
-    assert (few.aug_noise_std, few.stride_range) == (0.0, 1.0)
-    assert (many.recipe, many.learning_rate) == ("network", auto.learning_rate)
+    assert (few.aug_noise_std, few.stride_range, few.aug_warp_fraction) == (0.0, 1.0, 1.0)
+    assert (many.recipe, many.learning_rate, many.aug_warp_fraction) == ("network", auto.learning_rate, 0.5)
     assert dataclasses.replace(auto, backbone="mobilenet_v3_small").for_data(3).recipe == "network"
     assert dataclasses.replace(auto, num_frames=1).for_data(3).recipe == "network"  # no flow in one frame
     pinned = dataclasses.replace(auto, recipe="network")

@@ -27,15 +27,18 @@ class ClipAugment(layers.Layer):
     """Augments float clips [B, T, H, W, 3] in [0, 255]; identity unless training.
 
     zoom: crop up to this fraction away (then resized back); translate: shift up to this fraction
-    of the side; rotation_deg: +-degrees; flip: horizontal, half the clips; brightness: +-fraction
+    of the side; rotation_deg: +-degrees; warp_fraction: the share of clips that get those three
+    (the rest keep their pixels: a bilinear warp smooths a clip, and a model that only ever saw
+    smoothed clips reads a sharp clip's noise as motion); flip: horizontal, half the clips; brightness: +-fraction
     of 255; contrast and saturation: factor in 1 +- value; hue: +-fraction of a full turn;
     noise_std: Gaussian pixel noise in 0..255 units.
     """
 
     def __init__(self, zoom=0.25, translate=0.1, rotation_deg=8.0, flip=True, brightness=0.2,
-                 contrast=0.2, saturation=0.3, hue=0.03, noise_std=4.0, seed=None, **kwargs):
+                 contrast=0.2, saturation=0.3, hue=0.03, noise_std=4.0, warp_fraction=1.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.settings = dict(zoom=zoom, translate=translate, rotation_deg=rotation_deg, flip=flip,
+                             warp_fraction=warp_fraction,
                              brightness=brightness, contrast=contrast, saturation=saturation,
                              hue=hue, noise_std=noise_std, seed=seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -49,6 +52,9 @@ class ClipAugment(layers.Layer):
         scale = 1.0 - keras.random.uniform((b,), 0.0, s["zoom"], seed=self.seed_generator)
         angle = self._uniform(b, s["rotation_deg"] * math.pi / 180.0)
         tx, ty = self._uniform(b, s["translate"] * w), self._uniform(b, s["translate"] * h)
+        if s["warp_fraction"] < 1:  # the others: scale 1, no turn, no shift (exactly their pixels)
+            warp = ops.cast(keras.random.uniform((b,), seed=self.seed_generator) < s["warp_fraction"], "float32")
+            scale, angle, tx, ty = 1.0 + warp * (scale - 1.0), warp * angle, warp * tx, warp * ty
         flip = ops.ones((b,))
         if s["flip"]:
             flip = ops.where(keras.random.uniform((b,), seed=self.seed_generator) < 0.5, -1.0, 1.0)

@@ -34,7 +34,7 @@ def augmenter(config):
         zoom=config.aug_zoom, translate=config.aug_translate, rotation_deg=config.aug_rotation_deg,
         flip=config.aug_flip, brightness=config.aug_brightness, contrast=config.aug_contrast,
         saturation=config.aug_saturation, hue=config.aug_hue, noise_std=config.aug_noise_std,
-        seed=config.seed, name="augment")
+        warp_fraction=config.aug_warp_fraction, seed=config.seed, name="augment")
 
 
 def trainer_for(core, config):
