@@ -70,6 +70,15 @@ def check_choices(config, choices):
             raise ValueError(f"{key} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
 
 
+def check_fractions(config, fields):
+    """A ValueError naming the first of `fields` ({field: whether 1 itself is allowed}) outside
+    [0, 1] (or [0, 1))."""
+    for key, one_allowed in fields.items():
+        value = getattr(config, key)
+        if not (0 <= value <= 1 if one_allowed else 0 <= value < 1):
+            raise ValueError(f"{key} must be in [0, 1{']' if one_allowed else ')'}, got {value}")
+
+
 def validate_split(config):
     """The split fields every model's config has: `split`, `val_fraction`, `test_fraction`."""
     if not (0 < config.val_fraction < 1 and 0 <= config.test_fraction < 1

@@ -29,9 +29,9 @@ class ClipAugment(layers.Layer):
     zoom: crop up to this fraction away (then resized back); translate: shift up to this fraction
     of the side; rotation_deg: +-degrees; warp_fraction: the share of clips that get those three
     (the rest keep their pixels: a bilinear warp smooths a clip, and a model that only ever saw
-    smoothed clips reads a sharp clip's noise as motion); flip: horizontal, half the clips; brightness: +-fraction
-    of 255; contrast and saturation: factor in 1 +- value; hue: +-fraction of a full turn;
-    noise_std: Gaussian pixel noise in 0..255 units.
+    smoothed clips reads a sharp clip's noise as motion); flip: horizontal, half the clips;
+    brightness: +-fraction of 255; contrast and saturation: factor in 1 +- value; hue: +-fraction
+    of a full turn; noise_std: Gaussian pixel noise in 0..255 units.
     """
 
     def __init__(self, zoom=0.25, translate=0.1, rotation_deg=8.0, flip=True, brightness=0.2,
@@ -52,7 +52,7 @@ class ClipAugment(layers.Layer):
         scale = 1.0 - keras.random.uniform((b,), 0.0, s["zoom"], seed=self.seed_generator)
         angle = self._uniform(b, s["rotation_deg"] * math.pi / 180.0)
         tx, ty = self._uniform(b, s["translate"] * w), self._uniform(b, s["translate"] * h)
-        if s["warp_fraction"] < 1:  # the others: scale 1, no turn, no shift (exactly their pixels)
+        if s["warp_fraction"] < 1:  # the others: the identity; at 1 no draw, so earlier runs repeat
             warp = ops.cast(keras.random.uniform((b,), seed=self.seed_generator) < s["warp_fraction"], "float32")
             scale, angle, tx, ty = 1.0 + warp * (scale - 1.0), warp * angle, warp * tx, warp * ty
         flip = ops.ones((b,))

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sora_tf.config import from_dict
+from sora_tf.config import check_fractions, from_dict
 from sora_tf.models.blocks import FrameDiff, clipped_difference, pixel_normalization
 
 task = "detect"
@@ -106,10 +106,7 @@ class Config:
             raise ValueError("sora_det detects one class (person)")
         if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError("val_fraction in (0, 1) and test_fraction in [0, 1), together below 1")
-        if not 0 <= self.score_threshold <= 1:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0 <= self.ema_momentum < 1:
-            raise ValueError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        check_fractions(self, {"score_threshold": True, "ema_momentum": False})
         if len(self.aug_zoom) != 2 or not -1 < self.aug_zoom[0] <= self.aug_zoom[1]:
             raise ValueError(f"aug_zoom needs two numbers (lowest, highest) above -1, got {self.aug_zoom}")
         if self.aug_paste < 0 or len(self.aug_paste_scale) != 2 or not 0 < self.aug_paste_scale[0] <= self.aug_paste_scale[1]:
