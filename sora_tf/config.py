@@ -80,9 +80,14 @@ def check_fractions(config, fields):
 
 
 def validate_split(config):
-    """The split fields every model's config has: `split`, `val_fraction`, `test_fraction`."""
+    """The split fields of a config that has `split`, `val_fraction` and `test_fraction`."""
+    check_split_fractions(config)
+    check_choices(config, {"split": ("auto", "grouped", "stratified")})
+
+
+def check_split_fractions(config):
+    """`val_fraction` in (0, 1) and `test_fraction` in [0, 1), together below 1."""
     if not (0 < config.val_fraction < 1 and 0 <= config.test_fraction < 1
             and config.val_fraction + config.test_fraction < 1):
         raise ValueError(f"val_fraction ({config.val_fraction}) must be in (0, 1) and test_fraction "
                          f"({config.test_fraction}) in [0, 1), together below 1")
-    check_choices(config, {"split": ("auto", "grouped", "stratified")})

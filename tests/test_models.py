@@ -172,6 +172,8 @@ def test_unknown_model_and_bad_overrides():
     with pytest.raises(ValueError, match="key=value"):
         override(config, ["rnn_units"])
     assert override(config, ["cnn_widths=4,8,8", "aug_flip=false"]).cnn_widths == (4, 8, 8)
+    with pytest.raises(ValueError, match=r"val_fraction \(0.5\) must be in \(0, 1\) and test_fraction \(0.5\)"):
+        override(models.get("sora_det").Config.tiny(), ["val_fraction=0.5", "test_fraction=0.5"])
     assert dataclasses.replace(config).rnn_units == 32
 
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from sora_tf.config import check_fractions, from_dict
+from sora_tf.config import check_fractions, check_split_fractions, from_dict
 from sora_tf.models.blocks import FrameDiff, clipped_difference, pixel_normalization
 
 task = "detect"
@@ -104,8 +104,7 @@ class Config:
             raise ValueError(f"widths needs 4 positive widths (strides 2, 4, 8, 16), got {self.widths}")
         if self.num_classes != 1:
             raise ValueError("sora_det detects one class (person)")
-        if not (0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
-            raise ValueError("val_fraction in (0, 1) and test_fraction in [0, 1), together below 1")
+        check_split_fractions(self)
         check_fractions(self, {"score_threshold": True, "ema_momentum": False})
         if len(self.aug_zoom) != 2 or not -1 < self.aug_zoom[0] <= self.aug_zoom[1]:
             raise ValueError(f"aug_zoom needs two numbers (lowest, highest) above -1, got {self.aug_zoom}")
