@@ -13,6 +13,7 @@ import pytest
 from sora_tf.cli import main
 from sora_tf.export.runtime import load_predictor, predict_videos
 from sora_tf.data.pipeline import eval_clip
+from sora_tf.models import sora_cls
 from sora_tf.runs import load_checkpoint, load_clips, load_run, run_listing
 from sora_tf.train.evaluate import evaluate
 from sora_tf.train.fitting import RunCheckpoint
@@ -250,6 +251,19 @@ def test_resume_of_a_run_from_before_the_weight_average(tiny_run, tmp_path):
     json.dump(config, open(path, "w"))
     train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
     assert history_epochs(run) == [0, 1, 2]
+
+
+def test_a_resumed_run_keeps_the_values_of_fields_added_after_it(tiny_data, tmp_path):
+    run = str(tmp_path / "older")  # trained as runs were before the fields, which the config then lacks
+    train("sora_cls", tiny_data, run, epochs=2, preset="tiny", verbose=0, sets=["pooling=last", "aug_warp_fraction=1"])
+    path = os.path.join(run, "config.json")
+    config = json.load(open(path))
+    for key in sora_cls.ADDED_FIELDS:
+        del config[key]
+    json.dump(config, open(path, "w"))
+    train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
+    resumed = json.load(open(path))
+    assert {k: resumed[k] for k in sora_cls.ADDED_FIELDS} == {"pooling": "last", "aug_warp_fraction": 1.0}
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

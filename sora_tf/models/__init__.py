@@ -7,7 +7,8 @@ Every model module exposes the same contract, and generic code asks it nothing e
   `sora_tf/export/<task>.py`, shared by every model of that task.
 A model with a clip embedding also has `embed(frames) -> [B, D]` (`sora_tf/embedding` uses it).
 Optional: `Config.for_data(sources)`, the config for training data of that many sources (a task's
-`prepare` calls it), and `tflite_variants` on the model (the TFLite variants its export offers, when fewer than all).
+`prepare` calls it), `tflite_variants` on the model (the TFLite variants its export offers, when fewer than all),
+and `ADDED_FIELDS` ({field: the value runs saved before it had}, for loading and resuming them).
 Adding a model of an existing task is adding its file and its name to `tests/test_models.py`.
 """
 import importlib

@@ -33,6 +33,9 @@ task = "classify"
 # generated clips the network does (0.94 against 0.58); where between them it turns is unmeasured.
 MOTION_SOURCES = 100
 
+# Fields added after runs were saved, with the value those runs had (a saved model or a resumed run).
+ADDED_FIELDS = {"pooling": "last", "aug_warp_fraction": 1.0}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -213,8 +216,7 @@ class SoraCls(keras.Model):
     """Outputs a dict: `probabilities` [B, classes] and `embedding` [B, embedding_dim]."""
 
     def __init__(self, config, **kwargs):
-        # A run saved before `pooling` existed used its last state.
-        config = config if isinstance(config, Config) else from_dict(Config, {"pooling": "last", **config})
+        config = config if isinstance(config, Config) else from_dict(Config, {**ADDED_FIELDS, **config})
         config.validate()
         t, s = config.num_frames, config.image_size
         if config.recipe == "motion":
@@ -258,10 +260,9 @@ class SoraCls(keras.Model):
 
     @property
     def tflite_variants(self):
-        """The TFLite clip variants its export offers (streams: those of them that have one). The
-        motion recipe: float32 only. Its 2 x 2 solve multiplies squared gradients (up to 10^9)
-        and divides small differences of them, beyond float16 (the float16 file gave NaN) and
-        integers; and its 146 weights leave nothing to shrink."""
+        """The TFLite clip variants its export offers (streams: those that have one). The motion
+        recipe: float32 only. Its 2 x 2 solve's squared gradients (up to 10^9) are beyond float16
+        (NaN) and integers, and its 146 weights leave nothing to shrink."""
         return ("float32",) if self.config.recipe == "motion" else None
 
     def get_config(self):
@@ -270,8 +271,7 @@ class SoraCls(keras.Model):
     @classmethod
     def from_config(cls, config):
         # The checkpoint brings the weights: a backbone's start weights are not needed (nor fetched).
-        config = {**config, "config": {**config["config"], "backbone_weights": ""}}
-        return cls(**config)
+        return cls(**{**config, "config": {**config["config"], "backbone_weights": ""}})
 
     def embed(self, frames):
         """The clip embedding [B, embedding_dim] of frames [B, T, S, S, 3] in [0, 255]."""

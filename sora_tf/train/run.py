@@ -31,7 +31,7 @@ def newest_run(model_name, root="runs"):
 
 
 def _saved_config(module, path):
-    values = load_json(path)
+    values = {**getattr(module, "ADDED_FIELDS", {}), **load_json(path)}
     try:
         config = from_dict(module.Config, values)
         config.validate()
