@@ -242,12 +242,13 @@ def test_int8_stream_equals_the_int8_clip_file(exported, val_clips):
         _assert_integer_only(result["tflite"][variant])
 
 
-@pytest.mark.parametrize("sets", [["rnn=gru", "rnn_layers=2"], ["pooling=last", "appearance=false"]],
-                         ids=["gru2", "last_state_motion_only"])
+@pytest.mark.parametrize("sets", [["rnn=gru", "rnn_layers=2"], ["pooling=last", "appearance=false"], ["normal_flow=true"]],
+                         ids=["gru2", "last_state_motion_only", "normal_flow"])
 def test_int8_pair_with_other_states(tmp_path, sets):
     """The loop takes the stream's ranges by op name and by which op reads each state, not by
     layer names: a GRU stack (states `state_h0`, `state_h1`, no `state_c`, with mean pooling's
-    `state_sum` and `state_count`) and the last state as the embedding export the same way."""
+    `state_sum` and `state_count`) and the last state as the embedding export the same way; so
+    does the normal flow, whose stream computes it from the previous frame it keeps."""
     module = models.get("sora_cls")
     config = override(module.Config.tiny(), sets)
     model = module.build(config)

@@ -138,6 +138,24 @@ def test_sora_cls_outputs():
     np.testing.assert_allclose(np.sum(out["probabilities"], 1), 1.0, rtol=1e-5)
 
 
+def test_normal_flow_reads_the_motion_whatever_the_contrast():
+    from sora_tf.models.blocks import normal_flow
+
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+
+    def frame(shift, contrast):  # a soft vertical edge at x = 12 + shift, normalised units
+        return np.repeat((contrast / (1 + np.exp(-(xx - 12 - shift))))[None, ..., None], 3, -1)
+
+    flows = []
+    for contrast in (2.0, 4.0):  # 128 and 255 grey levels, moving 0.5 px to the right
+        flow = np.asarray(normal_flow(frame(0.5, contrast), frame(0.0, contrast), gain=1.0))[0]
+        assert flow[16, 12:14, 0] == pytest.approx(0.5, abs=0.05)  # x: the shift, in pixels
+        np.testing.assert_allclose(flow[1:-1, :, 1], 0.0, atol=1e-6)  # y: nothing moves that way (inside the border)
+        flows.append(flow[16, 11:15, 0])
+    np.testing.assert_allclose(flows[0], flows[1], atol=0.1)  # where the frame difference doubles
+    assert np.abs(np.asarray(normal_flow(frame(0.0, 2.0), frame(0.0, 2.0)))).max() == 0.0  # still: none
+
+
 def test_named_sub_models():
     model = models.get("sora_cls").build(models.get("sora_cls").Config.tiny())
     assert isinstance(model.get_layer("frame_features").layer, keras.Model)
@@ -149,7 +167,7 @@ def test_named_sub_models():
 
 def test_sora_cls_variants_build():
     module = models.get("sora_cls")
-    for sets in (["rnn=gru", "rnn_layers=2"], ["frame_diff=false"]):
+    for sets in (["rnn=gru", "rnn_layers=2"], ["frame_diff=false"], ["normal_flow=true", "appearance=false"]):
         config = override(module.Config.tiny(), sets)
         out = module.build(config)(_clips(config, 1))
         assert out["embedding"].shape == (1, config.embedding_dim)
@@ -169,6 +187,8 @@ def test_unknown_model_and_bad_overrides():
         override(config, ["label_smoothing=1"])
     with pytest.raises(ValueError, match=r"aug_warp_fraction must be in \[0, 1\], got 1.5"):
         override(config, ["aug_warp_fraction=1.5"])
+    with pytest.raises(ValueError, match="normal_flow=true feed the CNN what frame_diff makes"):
+        override(config, ["frame_diff=false", "normal_flow=true"])
     with pytest.raises(ValueError, match="key=value"):
         override(config, ["rnn_units"])
     assert override(config, ["cnn_widths=4,8,8", "aug_flip=false"]).cnn_widths == (4, 8, 8)
@@ -182,7 +202,7 @@ def test_unknown_model_and_bad_overrides():
 # builds moves them and runs saved before no longer load (or load into the wrong layers). Recorded
 # (tests/data/saved_weights.json) from the models the current default runs were saved with.
 SAVED_LAYOUT = os.path.join(os.path.dirname(__file__), "data", "saved_weights.json")
-LAYOUTS = {"sora_cls": (), "sora_cls recipe=motion": ("recipe=motion",), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",), "sora_det": ()}
+LAYOUTS = {"sora_cls": (), "sora_cls normal_flow=true": ("normal_flow=true",), "sora_cls recipe=motion": ("recipe=motion",), "sora_vaegan": (), "sora_vaegan max_shift=2": ("max_shift=2",), "sora_det": ()}
 
 
 def _saved_layout(key, tmp_path):

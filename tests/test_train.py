@@ -263,7 +263,8 @@ def test_a_resumed_run_keeps_the_values_of_fields_added_after_it(tiny_data, tmp_
     json.dump(config, open(path, "w"))
     train("sora_cls", out=run, epochs=3, resume=True, verbose=0)
     resumed = json.load(open(path))
-    assert {k: resumed[k] for k in sora_cls.ADDED_FIELDS} == {"pooling": "last", "aug_warp_fraction": 1.0}
+    assert {k: resumed[k] for k in sora_cls.ADDED_FIELDS} == {"pooling": "last", "aug_warp_fraction": 1.0,
+                                                              "normal_flow": False}
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

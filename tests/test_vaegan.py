@@ -567,6 +567,11 @@ def test_sora_cls_frame_cnn_from_vaegan_encoder(vaegan_run, tiny_data, tmp_path)
     for name in ("conv0", "bn1"):
         for a, b in zip(cnn.get_layer(name).get_weights(), encoder_cnn.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
+    wider = sora_cls.build(dataclasses.replace(config, normal_flow=True))  # frame, difference, normal flow
+    assert init_frame_cnn(wider, vaegan_run) == ["conv0", "bn0", "conv1", "bn1"]
+    kernel = wider.get_layer("frame_features").layer.get_layer("conv0").get_weights()[0]
+    np.testing.assert_array_equal(kernel[:, :, :6], encoder_cnn.get_layer("conv0").get_weights()[0])
+    assert np.abs(kernel[:, :, 6:]).sum() > 0  # the flow's two channels keep their initial weights
     with pytest.raises(ValueError, match="not a run with an encoder"):
         init_frame_cnn(core, os.path.join(vaegan_run, "judge"))
 

@@ -15,6 +15,7 @@ from sora_tf.config import override
 # The sora_cls recipes considered (docs/sora_cls.md), timed as streams beside MoViNet-A0-Stream.
 STREAM_RECIPES = {
     "last state, the previous default": ["pooling=last"],
+    "normal flow": ["normal_flow=true"],
     "motion only": ["appearance=false"],
     "mobilenet_v3_small backbone": ["backbone=mobilenet_v3_small"],
     "motion recipe, auto's pick under 100 sources": ["recipe=motion"],

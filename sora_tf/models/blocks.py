@@ -108,6 +108,21 @@ def clipped_difference(kx, k_previous, clip):
     return clip * ops.clip(kx - k_previous, -1.0, 1.0)
 
 
+SOBEL = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32) / 8.0
+
+
+def normal_flow(current, previous, eps=0.01, limit=2.0, gain=2.0):
+    """[N, H, W, C] normalised frames -> [N, H, W, 2]: the motion along the grey image's gradient
+    from `previous` to `current`, -I_t grad(I) / (|grad(I)|^2 + eps), in pixels, clipped to
+    +-`limit`, times `gain`. Contrast cancels out of it: a faint edge and a strong one moving
+    alike give alike, where a frame difference grows with the contrast (docs/sora_cls.md)."""
+    grey, grey_previous = ops.mean(current, axis=-1, keepdims=True), ops.mean(previous, axis=-1, keepdims=True)
+    kernel = np.stack([SOBEL, SOBEL.T], -1)[:, :, None, :]  # d/dx and d/dy
+    grad = ops.conv(0.5 * (grey + grey_previous), kernel, padding="same")
+    flow = -(grey - grey_previous) * grad / (ops.sum(grad * grad, axis=-1, keepdims=True) + eps)
+    return gain * ops.clip(flow, -limit, limit)
+
+
 @keras.saving.register_keras_serializable("sora_tf")
 class FrameDiff(layers.Layer):
     """[B, T, H, W, C] -> [B, T, H, W, 2C]: each frame and its change since the previous frame
@@ -117,24 +132,31 @@ class FrameDiff(layers.Layer):
     per-frame CNN. The first frame's difference is zero, which is also the streaming model's
     start state. Differences are ~10x smaller than normalised frames, so they are scaled by
     `scale` (unscaled, training sat at chance for epochs) and clipped to +-`clip` (so that int8
-    gives the frames enough levels). Measurements: docs/sora_cls.md.
+    gives the frames enough levels). `with_flow`: two more channels, the `normal_flow`.
+    Measurements: docs/sora_cls.md.
     """
 
-    def __init__(self, scale=1.0, clip=4.0, keep_frame=True, **kwargs):
+    def __init__(self, scale=1.0, clip=4.0, keep_frame=True, with_flow=False, **kwargs):
         super().__init__(**kwargs)
-        self.scale, self.clip, self.keep_frame = scale, clip, keep_frame
+        self.scale, self.clip, self.keep_frame, self.with_flow = scale, clip, keep_frame, with_flow
 
     def call(self, x):
         kx = (self.scale / self.clip) * x
         k_previous = ops.concatenate([kx[:, :1], kx[:, :-1]], axis=1)
         diff = clipped_difference(kx, k_previous, self.clip)
+        if self.with_flow:
+            frames = ops.reshape(x, (-1, *x.shape[2:]))
+            previous = ops.reshape(ops.concatenate([x[:, :1], x[:, :-1]], axis=1), (-1, *x.shape[2:]))
+            flow = ops.reshape(normal_flow(frames, previous), (-1, x.shape[1], *x.shape[2:4], 2))
+            diff = ops.concatenate([diff, flow], axis=-1)
         return ops.concatenate([x, diff], axis=-1) if self.keep_frame else diff
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], (2 if self.keep_frame else 1) * input_shape[-1])
+        return (*input_shape[:-1], (2 if self.keep_frame else 1) * input_shape[-1] + 2 * self.with_flow)
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "clip": self.clip, "keep_frame": self.keep_frame}
+        return {**super().get_config(), "scale": self.scale, "clip": self.clip, "keep_frame": self.keep_frame,
+                "with_flow": self.with_flow}
 
 
 @keras.saving.register_keras_serializable("sora_tf")

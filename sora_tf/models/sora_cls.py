@@ -21,20 +21,20 @@ from keras import layers, ops
 
 from sora_tf.config import check_choices, check_fractions, from_dict, validate_split
 from sora_tf.models import flow
-from sora_tf.models.blocks import BACKBONES, FrameDiff, backbone_cnn, FrameTimeDistributed, clipped_difference, frame_cnn, pixel_normalization
+from sora_tf.models.blocks import (BACKBONES, FrameDiff, FrameTimeDistributed, backbone_cnn, clipped_difference, frame_cnn,
+                                   normal_flow, pixel_normalization)
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/classify.py and
 # sora_tf/export/classify.py), shared by every classifier in the zoo.
 task = "classify"
 
-# Training sources (distinct groups, or clips where the data names none) below which
-# `recipe="auto"` trains the motion statistics instead of the network. Measured at two points:
-# with 30 sources (fight_surv) the statistics win by 6 to 8 points on unseen sources, with 2,900
-# generated clips the network does (0.94 against 0.58); where between them it turns is unmeasured.
+# Training sources (groups, or clips where the data names none) below which `recipe="auto"` trains
+# the motion statistics instead of the network: with 30 sources (fight_surv) the statistics win by
+# 6 to 8 points on unseen sources, with 2,900 generated clips the network does (0.94 against 0.58).
 MOTION_SOURCES = 100
 
 # Fields added after runs were saved, with the value those runs had (a saved model or a resumed run).
-ADDED_FIELDS = {"pooling": "last", "aug_warp_fraction": 1.0}
+ADDED_FIELDS = {"pooling": "last", "aug_warp_fraction": 1.0, "normal_flow": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +75,9 @@ class Config:
     frame_diff: bool = True  # feed each frame with its difference from the previous one
     diff_scale: float = 10.0  # gain on those differences, see FrameDiff
     diff_clip: float = 4.0  # ... then clipped to +-diff_clip
+    # Two more channels, the motion along each pixel's gradient, free of contrast (blocks.normal_flow);
+    # an option: default data +0.5 test points, fight_surv network -4, slower stream (docs/sora_cls.md).
+    normal_flow: bool = False
     appearance: bool = True  # the frame itself beside its difference (false: motion only, no scene)
     unroll: bool = False  # export sets it for a fixed-T builtins-only TFLite graph
     # Training
@@ -115,8 +118,7 @@ class Config:
     aug_translate: float = 0.05
     aug_rotation_deg: float = 3.0
     # The share of clips that get the zoom, shift and turn above; the rest keep their pixels (a
-    # bilinear warp smooths a clip). Default data, seeds 0 / 1: test 0.929 / 0.930 with every
-    # clip warped, 0.940 / 0.940 with half (docs/sora_cls.md, "Seventh study").
+    # bilinear warp smooths a clip: half warped, +1 point on the default data; docs/sora_cls.md).
     aug_warp_fraction: float = 0.5
     aug_flip: bool = True
     aug_brightness: float = 0.15
@@ -127,8 +129,7 @@ class Config:
 
     @classmethod
     def tiny(cls):
-        """Seconds on two CPU cores: `python -m sora_tf train --model sora_cls --preset tiny`.
-        The network: the tiny data's 42 clips would pick the motion recipe (tests ask for it)."""
+        """Seconds on two CPU cores (`--preset tiny`); the network, not auto's motion recipe."""
         return cls(num_frames=8, image_size=32, cnn_widths=(8, 16, 16), frame_features=32,
                    rnn_units=32, embedding_dim=32, epochs=2, batch_size=8, patience=2,
                    ema_momentum=0.0, recipe="network")  # EMA off: tests that check the average turn it on
@@ -172,8 +173,9 @@ class Config:
         check_fractions(self, {"label_smoothing": False, "aug_warp_fraction": True, "ema_momentum": False})
         if self.backbone and self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)} (or empty), got {self.backbone!r}")
-        if not self.appearance and not self.frame_diff:
-            raise ValueError("appearance=false feeds frame differences only: it needs frame_diff=true")
+        if not self.frame_diff and (not self.appearance or self.normal_flow):
+            raise ValueError("appearance=false and normal_flow=true feed the CNN what frame_diff makes: they need "
+                             "frame_diff=true")
         if self.backbone_weights and not self.backbone:
             raise ValueError("backbone_weights needs a backbone")
         if self.train_on_val == "true" and self.monitor not in ("auto", "last"):
@@ -182,10 +184,9 @@ class Config:
         coarsest = self.flow_size // 2 ** (self.motion_levels - 1)
         if self.recipe == "motion" and (self.num_frames < 3 or coarsest <= max(self.motion_window // 2, 2)):
             raise ValueError(f"the motion recipe needs num_frames >= 3, and a coarsest pyramid level (flow size / "
-                             f"2^(motion_levels - 1) = {coarsest} px) wider than motion_window // 2 and 2; got "
-                             f"num_frames={self.num_frames}, image_size={self.image_size}, motion_size={self.motion_size}, "
-                             f"motion_levels={self.motion_levels}, "
-                             f"motion_window={self.motion_window}")
+                             f"2^(motion_levels - 1) = {coarsest} px) wider than motion_window // 2 and 2; got num_frames="
+                             f"{self.num_frames}, image_size={self.image_size}, motion_size={self.motion_size}, "
+                             f"motion_levels={self.motion_levels}, motion_window={self.motion_window}")
         if self.recipe == "motion" and (self.backbone or self.init_frame_cnn):
             raise ValueError("backbone and init_frame_cnn are parts of the network: use recipe=network (or auto)")
         if self.motion_window < 3 or self.motion_window % 2 == 0:
@@ -224,7 +225,7 @@ class SoraCls(keras.Model):
             return
         # === Layers ===
         normalize = pixel_normalization(config.pixel_mean, config.pixel_std)
-        channels = 6 if config.frame_diff and config.appearance else 3
+        channels = (6 if config.appearance else 3) + 2 * config.normal_flow if config.frame_diff else 3
         if config.backbone:
             cnn = backbone_cnn((s, s, channels), config.backbone, config.backbone_weights or None,
                                config.frame_features, config.pixel_mean, config.pixel_std)
@@ -237,7 +238,7 @@ class SoraCls(keras.Model):
         frames = keras.Input((t, s, s, 3), name="frames")
         x = normalize(layers.Identity(name="to_float", dtype="float32")(frames))
         if config.frame_diff:
-            x = FrameDiff(config.diff_scale, config.diff_clip, config.appearance, name="frame_diff")(x)
+            x = FrameDiff(config.diff_scale, config.diff_clip, config.appearance, config.normal_flow, name="frame_diff")(x)
         x = FrameTimeDistributed(cnn, name="frame_features")(x)
         for rnn in rnns:
             x = rnn(x)
@@ -303,13 +304,11 @@ class SoraCls(keras.Model):
 @keras.saving.register_keras_serializable("sora_tf")
 class RunningMean(layers.Layer):
     """The stream's mean pooling over time: (mean so far, new sum, new count) from this frame's
-    features and the running sum and count.
-
-    The int8 export matches the stream's ops with its loop's by name (sora_tf/export/tflite.py),
-    and the converter renames an op that writes an output after that output; so each state is
-    first read by an op of its own, the identity on every state a stream reaches (count >= 0,
-    and |sum| <= count, as LSTM and GRU outputs lie in [-1, 1]), and the adds write the outputs.
-    """
+    features and the running sum and count. The int8 export matches the stream's ops with its
+    loop's by name (sora_tf/export/tflite.py), and the converter renames an op that writes an
+    output after that output; so each state is first read by an op of its own, the identity on
+    every state a stream reaches (count >= 0, and |sum| <= count, as LSTM and GRU outputs lie in
+    [-1, 1]), and the adds write the outputs."""
 
     def call(self, x, total, count):
         count = ops.maximum(count, 0.0)
@@ -323,14 +322,11 @@ def build(config):
 
 
 def stream_state_shapes(config):
-    """{name: shape without batch} of the streaming model's recurrent state.
+    """{name: shape without batch} of the streaming model's recurrent state, all-zero at the start.
 
-    `state_prev` is the previous frame as fed (pixels) and `state_started` is 0 before the first
-    frame, so that the first frame's difference is zero, as in the clip model; `state_h<i>`
-    (and `state_c<i>` for LSTM) are the RNN layers' states; with mean pooling, `state_sum` and
-    `state_count` are the running sum of the last layer's outputs and the frames seen. All-zero is
-    the start state.
-    """
+    `state_prev`: the previous frame as fed (pixels); `state_started`: 0 before the first frame,
+    whose difference is then zero, as in the clip model; `state_h<i>` (and `state_c<i>` for
+    LSTM): the RNN layers' states; with mean pooling, `state_sum` and `state_count`."""
     if config.recipe == "motion":
         return flow.state_shapes(config.flow_size)
     s, units = config.image_size, config.rnn_units
@@ -381,7 +377,11 @@ def stream_model(clip_model, batch=None):
         diff = state["state_started"][:, :, None, None] * clipped_difference(kx, k_previous, config.diff_clip)
         current = ops.split(pair, 2, axis=0)[1]
         new_state["state_prev"], new_state["state_started"] = current, ops.ones_like(state["state_started"])
-        x = ops.concatenate([ops.split(pair_n, 2, axis=0)[1], diff], axis=-1) if config.appearance else diff
+        previous_n, current_n = ops.split(pair_n, 2, axis=0)
+        if config.normal_flow:
+            moving = state["state_started"][:, :, None, None] * normal_flow(current_n, previous_n)
+            diff = ops.concatenate([diff, moving], axis=-1)
+        x = ops.concatenate([current_n, diff], axis=-1) if config.appearance else diff
     else:
         x = normalize(frame_f32)
     x = cnn(x)

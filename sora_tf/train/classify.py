@@ -114,10 +114,18 @@ def trainer(model, config, steps_per_epoch):
     return wrapped
 
 
+def _fits(ours, theirs):
+    """Their weight fits ours: the same shape, or a conv kernel with fewer input channels."""
+    return ours.shape == theirs.shape or (ours.ndim == 4 and ours.shape[:2] == theirs.shape[:2]
+                                          and ours.shape[3] == theirs.shape[3] and ours.shape[2] > theirs.shape[2])
+
+
 def init_frame_cnn(core, run_dir):
     """Copy the frame CNN stages of another run's encoder (a model with an `encoder` whose
     `frame_features` layer wraps a frame CNN, as a generative run's does) into `core`'s frame
-    CNN where layer names and weight shapes match; returns the names of the layers copied."""
+    CNN where layer names and weight shapes match, or where our kernel has more input channels
+    (the normal flow after the frame and its difference: those keep their initial weights);
+    returns the names of the layers copied."""
     source = load_run(run_dir)[0]
     if not hasattr(source, "encoder"):
         raise ValueError(f"init_frame_cnn={run_dir}: not a run with an encoder")
@@ -128,8 +136,11 @@ def init_frame_cnn(core, run_dir):
         names = [l.name for l in target.layers]
         if layer.weights and layer.name in names:
             twin = target.get_layer(layer.name)
-            if [tuple(w.shape) for w in twin.weights] == [tuple(w.shape) for w in layer.weights]:
-                twin.set_weights(layer.get_weights())
+            ours, theirs = twin.get_weights(), layer.get_weights()
+            if len(ours) == len(theirs) and all(map(_fits, ours, theirs)):
+                for a, b in zip(ours, theirs):
+                    a[tuple(slice(0, n) for n in b.shape)] = b  # a wider kernel keeps its other input channels
+                twin.set_weights(ours)
                 copied.append(layer.name)
     if not copied:
         raise ValueError(f"init_frame_cnn={run_dir}: no frame CNN layer matches in name and shape")
