@@ -235,6 +235,19 @@ def test_saved_weights_keep_their_names(key, tmp_path):
         f"{SAVED_LAYOUT}; if old runs are meant to break, say so in the README.")
 
 
+@pytest.mark.parametrize("name", ["sora_cls", "sora_vaegan"])
+def test_a_saved_config_without_the_added_fields_reads_the_values_runs_had_then(name, tmp_path):
+    from sora_tf.train.run import _saved_config
+
+    module = models.get(name)
+    values = {k: v for k, v in dataclasses.asdict(module.Config.tiny()).items() if k not in module.ADDED_FIELDS}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    config = _saved_config(module, str(path))  # as --resume reads it
+    assert {k: getattr(config, k) for k in module.ADDED_FIELDS} == module.ADDED_FIELDS
+    assert {k: getattr(module.Config.tiny(), k) for k in module.ADDED_FIELDS} != module.ADDED_FIELDS  # today's differ
+
+
 def test_a_run_saved_before_mean_pooling_loads_with_its_last_state(tmp_path):
     module = models.get("sora_cls")
     old = module.build(override(module.Config.tiny(), ["pooling=last"]))

@@ -16,10 +16,10 @@ Why each part is as it is, with the probes behind it: docs/sora_vaegan.md.
 
 Run it: `make train MODEL=sora_vaegan`, or `python -m sora_tf train --model sora_vaegan --preset tiny`.
 """
-from sora_tf.models.vaegan.config import Config
+from sora_tf.models.vaegan.config import ADDED_FIELDS, Config
 from sora_tf.models.vaegan.model import SoraVaeGan
 
-__all__ = ["Config", "SoraVaeGan", "build", "task"]
+__all__ = ["ADDED_FIELDS", "Config", "SoraVaeGan", "build", "task"]
 
 # The task code that fits, evaluates and exports this model (sora_tf/train/generate.py and
 # sora_tf/export/generate.py), shared by every generative model in the zoo.

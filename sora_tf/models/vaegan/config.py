@@ -5,6 +5,11 @@ import numpy as np
 
 from sora_tf.config import check_choices, validate_split
 
+# Fields added after runs were saved, with the value those runs had (a saved model or a resumed
+# run): before camera shifts, none; before the prior's bank of changes, none either, so that it
+# draws what it drew (the same noise for the same seed).
+ADDED_FIELDS = {"max_shift": 0, "prior_motions": 0}
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:

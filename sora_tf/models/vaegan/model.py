@@ -7,7 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from sora_tf.config import from_dict
-from sora_tf.models.vaegan.config import Config
+from sora_tf.models.vaegan.config import ADDED_FIELDS, Config
 from sora_tf.models.vaegan.layers import bce, change_weights, kl_per_clip
 from sora_tf.models.vaegan.networks import build_decoder, build_discriminator, build_encoder
 from sora_tf.models.vaegan.prior import LatentPrior
@@ -23,9 +23,7 @@ class SoraVaeGan(LatentPrior, keras.Model):
             if "frame_widths" not in config:
                 raise ValueError("this sora_vaegan was saved by an earlier design (its config has no frame_widths: "
                                  "before the per-frame codes); its weights do not fit the current model: train it again")
-            # Saved before camera shifts: none; before the prior's bank of changes: none either, so
-            # that it draws what it drew (the same noise for the same seed).
-            config = from_dict(Config, {"max_shift": 0, "prior_motions": 0, **config})
+            config = from_dict(Config, {**ADDED_FIELDS, **config})
         config.validate()
         super().__init__(**kwargs)
         # === Layers ===
