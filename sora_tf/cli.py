@@ -67,8 +67,8 @@ def parser():
     p = sub.add_parser("export", help="SavedModel for TF Serving + TFLite variants, with parity checks")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", default="export", help="export root (default export/)")
-    p.add_argument("--calibration-clips", type=int, default=64,
-                   help="training clips that calibrate full-int8 quantisation")
+    p.add_argument("--calibration-clips", type=int,
+                   help="training clips that calibrate full-int8 quantisation (default: sora_cls 256, others 64)")
     p.add_argument("--parity-clips", type=int, help="held-out clips for the parity check (validation, or test where they trained; default all)")
 
     p = sub.add_parser("stream", help="classify a video or camera frame by frame with a streaming .tflite")
@@ -354,6 +354,9 @@ def _run(args):
     elif args.command == "export":
         from sora_tf.export import parity
         from sora_tf.export.exporter import export_run
+        for flag in ("calibration_clips", "parity_clips"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
         result = export_run(args.run, args.out, args.calibration_clips, args.parity_clips)
         print(parity.table(result["parity"]))
         print(json.dumps({k: result[k] for k in ("saved_model", "tflite", "models_config")}, indent=2))

@@ -101,6 +101,19 @@ def test_versions_increment_and_models_config(exported, tiny_run):
     assert "name: 'sora_cls'" in config and "base_path: '/models/sora_cls'" in config
 
 
+def test_export_calibrates_with_the_tasks_number_of_clips(tiny_run, tmp_path, monkeypatch):
+    asked = []
+
+    def inputs(run_dir, config, classes, info, calibration, parity):
+        asked.append(calibration)
+        raise KeyboardInterrupt  # nothing more to see
+    monkeypatch.setattr(classify_export, "export_inputs", inputs)
+    for given in (None, 5):
+        with pytest.raises(KeyboardInterrupt):
+            export_run(tiny_run, str(tmp_path / "export"), calibration_clips=given)
+    assert asked == [classify_export.CALIBRATION, 5] and classify_export.CALIBRATION == 256
+
+
 def test_export_publishes_a_version_whole_and_readable(tiny_run, tmp_path, monkeypatch):
     model_dir = tmp_path / "export" / "sora_cls"
 

@@ -103,6 +103,10 @@ def test_command_arguments_out_of_range(tiny_run, tiny_data, tmp_path, capsys):
     assert "no video files" in _error(capsys, ["predict", "--model", tiny_run, str(tmp_path)])
     for flag, value in (("--window", "-3"), ("--every", "0"), ("--max-frames", "0"), ("--threads", "0")):
         assert f"{flag} must be >= " in _error(capsys, ["stream", "--model", "stream.tflite", video, flag, value])
+    for flag in ("--calibration-clips", "--parity-clips"):  # 0 would read as "all of them"
+        out = tmp_path / "export"
+        assert f"{flag} must be >= 1, got 0" in _error(capsys, ["export", tiny_run, "--out", str(out), flag, "0"])
+        assert not out.exists()
 
 
 def test_predict_takes_folders_and_writes_csv_and_json(tiny_run, tiny_data, tmp_path, capsys):

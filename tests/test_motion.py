@@ -92,7 +92,7 @@ def test_predict_equals_call_on_real_clips():
     listing = list_clips(shared("fight_surv"))
     clips = np.stack([read_frames(p, np.round(np.linspace(0, n - 1, 16)).astype(np.int64), (64, 64))
                       for p, n in list(zip(listing.paths, listing.counts))[:16]])
-    model = sora_cls.build(dataclasses.replace(sora_cls.Config(), recipe="motion", num_classes=2))
+    model = sora_cls.build(dataclasses.replace(sora_cls.Config(), recipe="motion", num_classes=2, image_size=64))
     np.testing.assert_allclose(model.predict(clips, verbose=0)["embedding"], model(clips)["embedding"], atol=1e-4)
 
 
@@ -134,6 +134,10 @@ def test_the_recipe_follows_the_number_of_sources():
     assert (few.recipe, few.learning_rate) == ("motion", auto.motion_learning_rate)
     assert (few.aug_noise_std, few.stride_range, few.aug_warp_fraction) == (0.0, 1.0, 1.0)
     assert (many.recipe, many.learning_rate, many.aug_warp_fraction) == ("network", auto.learning_rate, 0.5)
+    # The network reads 96 px frames; the motion recipe decodes at its flow's size.
+    assert (many.image_size, few.image_size, few.flow_size) == (96, 64, 64)
+    assert dataclasses.replace(auto, image_size=48).for_data(3).image_size == 48
+    assert dataclasses.replace(auto, motion_size=128, image_size=128).for_data(3).image_size == 128
     assert dataclasses.replace(auto, backbone="mobilenet_v3_small").for_data(3).recipe == "network"
     assert dataclasses.replace(auto, num_frames=1).for_data(3).recipe == "network"  # no flow in one frame
     pinned = dataclasses.replace(auto, recipe="network")

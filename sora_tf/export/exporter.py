@@ -29,12 +29,15 @@ def in_float32(model, model_name):
     return copy
 
 
-def export_run(run_dir, root="export", calibration_clips=64, parity_clips=None, variants=None):
+def export_run(run_dir, root="export", calibration_clips=None, parity_clips=None, variants=None):
     """Export `run_dir`; returns {"saved_model": path, "tflite": {name: path}, "parity": [...],
-    "models_config": path}. `variants`: the TFLite variants to write (default all)."""
+    "models_config": path}. `variants`: the TFLite variants to write (default all);
+    `calibration_clips`: default the task's `CALIBRATION`, else 64."""
     model, config, classes, info = load_run(run_dir)
     model = in_float32(model, info["model"])
     task = tasks.task(info["model"])
+    if calibration_clips is None:
+        calibration_clips = getattr(task, "CALIBRATION", 64)
     val, calib = task.export_inputs(run_dir, config, classes, info, calibration_clips, parity_clips)
     result = task.export(model, classes, root, info["model"], val, calib, {"run": os.path.abspath(run_dir)}, variants)
     return {**result, "models_config": os.path.join(root, "models.config")}

@@ -43,7 +43,7 @@ class Config:
 
     # Input
     num_frames: int = 16
-    image_size: int = 64
+    image_size: int = 96  # network frames (64: default data test 0.940 not 0.953, 1/2.8 the time; docs/sora_cls.md)
     pixel_mean: tuple = (0.5, 0.5, 0.5)
     pixel_std: tuple = (0.25, 0.25, 0.25)
     # Model
@@ -66,9 +66,8 @@ class Config:
     rnn: str = "lstm"
     rnn_units: int = 128
     rnn_layers: int = 1
-    # How the RNN's outputs over time become the embedding: the "mean" of its outputs over the
-    # frames so far (the stream keeps their running sum), or its "last" state. Mean: +5 points
-    # of cross-validated accuracy on fight_surv, better on every fold (docs/sora_cls.md).
+    # The embedding from the RNN's outputs: their "mean" over the frames so far (the stream keeps
+    # their sum) or the "last" state. Mean: +5 cv points on fight_surv, every fold (docs/sora_cls.md).
     pooling: str = "mean"
     embedding_dim: int = 128
     dropout: float = 0.2
@@ -150,8 +149,10 @@ class Config:
         # No pixel noise: it makes flow where nothing moves. No shorter training strides: they
         # shrink every magnitude the statistics measure. (fight_surv, fold 1: 0.51 with both.)
         # Every clip warped, as measured (half of them: cv 0.789 one view, 0.814 multi-view).
+        # Frames decoded at the flow's size: finer ones would only be resized down in the graph.
         motion = dataclasses.replace(self, recipe="motion", learning_rate=self.motion_learning_rate,
-                                     aug_noise_std=0.0, stride_range=1.0, aug_warp_fraction=1.0,
+                                     image_size=self.flow_size, aug_noise_std=0.0, stride_range=1.0,
+                                     aug_warp_fraction=1.0,
                                      train_on_val=self.train_on_val if self.train_on_val != "auto"
                                      else "true" if self.monitor in ("auto", "last") else "false")
         if self.recipe == "motion":
@@ -367,10 +368,9 @@ def stream_model(clip_model, batch=None):
     frame_f32 = layers.Identity(dtype="float32")(frame)
     new_state = {}
     if config.frame_diff:
-        # The previous and the current frame go through one tensor (a batch of 2B), as
-        # consecutive frames do in the clip model: int8 then quantises and scales both alike, and
-        # a still pixel's difference is exactly zero (see `clipped_difference`). Stacked on a new
-        # axis instead, the 5-D tensors left XNNPACK: 3.2 to 4.2 ms a frame at 172 px, not 1.1 to 1.4.
+        # Previous and current frame in one tensor (batch 2B), as in the clip model: int8 scales both
+        # alike, so a still pixel's difference is exactly zero (`clipped_difference`). Stacked on a
+        # new axis, the 5-D tensors left XNNPACK: 3.2 to 4.2 ms a frame at 172 px, not 1.1 to 1.4.
         pair = ops.concatenate([state["state_prev"], frame_f32], axis=0)
         pair_n = normalize(pair)
         k_previous, kx = ops.split((config.diff_scale / config.diff_clip) * pair_n, 2, axis=0)
